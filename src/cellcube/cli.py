@@ -1,0 +1,118 @@
+"""Command-line interface: ``cellcube train | evaluate | ask``.
+
+Every user error (bad config key, malformed data line, missing model, corrupt checkpoint) is a
+:class:`~cellcube.errors.CellcubeError`; it is printed as one ``error: ...`` line on stderr and
+the command exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import CellcubeError
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cellcube",
+        description="Train a 3D neural cellular automaton on teacher text embeddings.",
+    )
+    p.add_argument("--version", action="version", version=f"cellcube {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train the cube and baselines, evaluate on the test split")
+    t.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"YAML config (default: {DEFAULT_CONFIG} if present, else built-in "
+        "defaults; with --resume, the run's own config.yaml)",
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set cube.steps=8 (repeatable)",
+    )
+    t.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out from its last checkpoints",
+    )
+
+    e = sub.add_parser("evaluate", help="(re)write RUN_DIR/report.json and print the table")
+    e.add_argument("run_dir", type=Path)
+
+    a = sub.add_parser("ask", help="answer questions with a trained run's cube and phrase bank")
+    a.add_argument("run_dir", type=Path)
+    a.add_argument("questions", nargs="+", help="question text(s)")
+    a.add_argument("-k", type=int, default=5, help="number of answers to show (default 5)")
+    a.add_argument(
+        "--bank",
+        type=Path,
+        default=None,
+        help="phrase bank file (.txt one answer per line, or a Q&A .jsonl/.csv); "
+        "default: the run's answers",
+    )
+    return p
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .pipeline import format_report, load_run_config, train_run
+
+    if args.resume and args.config is None:
+        cfg = load_run_config(args.out, args.overrides)
+    else:
+        path = args.config
+        if path is None and DEFAULT_CONFIG.is_file():
+            path = DEFAULT_CONFIG
+        cfg = load_config(path, args.overrides)
+    report = train_run(cfg, args.out, resume=args.resume)
+    print(format_report(report))
+    print(f"run saved to {args.out} (report: {args.out / 'report.json'})")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .pipeline import evaluate_run, format_report
+
+    print(format_report(evaluate_run(args.run_dir)))
+
+
+def _ask(args: argparse.Namespace) -> None:
+    from .pipeline import Answerer
+
+    if args.k < 1:
+        raise CellcubeError(f"-k must be >= 1, got {args.k}")
+    answerer = Answerer.load(args.run_dir, args.bank)
+    for question, answers in zip(args.questions, answerer.ask(args.questions, args.k), strict=True):
+        print(f"Q: {question}")
+        for rank, (text, score) in enumerate(answers, 1):
+            print(f"  {rank}. [{score:.3f}] {text}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cellcube`` console script; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        {"train": _train, "evaluate": _evaluate, "ask": _ask}[args.command](args)
+    except CellcubeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The one configuration object, validated at the edge.
+
+A run is described by a single YAML file (``configs/default.yaml`` is the shipped default) whose
+sections mirror the pipeline: ``data`` -> ``teacher`` -> ``cube`` -> ``train`` -> ``eval``.
+:func:`load_config` reads it, applies ``--set section.key=value`` overrides, and validates
+everything with pydantic: an unknown key or a bad value becomes one :class:`ConfigError` line
+naming the key, so no stage ever sees an unchecked setting. Every key is documented in the README.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the question/answer pairs come from and how they are split."""
+
+    corpus: Literal["chatterbot", "zaragoza"] = "chatterbot"
+    path: str | None = None
+    question_field: str = "question"
+    answer_field: str = "answer"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "val_fraction + test_fraction must leave at least 10% of the pairs for training"
+            )
+        return self
+
+
+class TeacherConfig(_Section):
+    """The frozen encoder that turns text into embeddings."""
+
+    model: str = "all-MiniLM-L6-v2"
+    kind: Literal["sentence-transformers", "transformers"] = "sentence-transformers"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = "cpu"
+    max_length: int = Field(256, ge=8)
+    batch_size: int = Field(64, ge=1)
+
+
+class CacheConfig(_Section):
+    """The on-disk embedding cache (SQLite), shared by all runs that point at it."""
+
+    path: str = "~/.cache/cellcube/embeddings.sqlite"
+    enabled: bool = True
+
+
+class CubeConfig(_Section):
+    """The 3D lattice of cells and its shared update rule."""
+
+    lattice: tuple[int, int, int] = (4, 4, 4)
+    channels: int = Field(16, ge=1)
+    hidden: int = Field(64, ge=1)
+    steps: int = Field(4, ge=0)
+    neighbourhood: Literal[6, 26] = 6
+    boundary: Literal["zero", "periodic"] = "zero"
+    reshaper: Literal["learned", "plain"] = "learned"
+
+    @field_validator("lattice")
+    @classmethod
+    def _lattice(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(n < 1 for n in value):
+            raise ValueError(f"lattice sides must be >= 1, got {list(value)}")
+        return value
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(self.lattice)
+
+
+class TrainConfig(_Section):
+    """Optimisation of the cube (and of the trained baselines, with the same budget)."""
+
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    temperature: float = Field(0.05, gt=0)
+    cosine_weight: float = Field(1.0, ge=0)
+    patience: int = Field(8, ge=1)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accelerator: str = "cpu"
+    progress: bool = True
+
+
+class EvalConfig(_Section):
+    """What is measured on the held-out test split."""
+
+    ridge_alphas: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
+    ks: list[int] = Field(default_factory=lambda: [1, 10])
+    baselines: bool = True
+
+
+class Config(_Section):
+    """A complete, validated cellcube run configuration."""
+
+    seed: int = 0
+    mode: Literal["dialogue", "autoencoder"] = "dialogue"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    cube: CubeConfig = Field(default_factory=CubeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (lists, not tuples) suitable for YAML and checkpoints."""
+        return self.model_dump(mode="json")
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "<root>"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {key}: {msg} (got {err.get('input')!r}){more}"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. cube.steps=8")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists) to a raw dict."""
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node = raw
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{p}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or the built-in defaults when ``path`` is None) and validate it.
+
+    Raises :class:`ConfigError` with one line naming the file and the offending key.
+    """
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ConfigError(f"{path}{where}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = loaded
+    raw = apply_overrides(raw, overrides)
+    if overrides:
+        source += " (with --set)"
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of a config, in section order, that :func:`load_config` reads back identically."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

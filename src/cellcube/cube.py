@@ -1,0 +1,158 @@
+"""The cube: a 3D neural cellular automaton over a lattice of cell states.
+
+An embedding enters the lattice through a :class:`Reshaper`, ONE shared :class:`CellRule` updates
+every cell from its own state and its neighbours' for ``steps`` iterations, and the reshaper maps
+the final lattice back to an embedding::
+
+    e (B, D) --reshaper.encode--> x0 (B, X, Y, Z, C) --rule x T--> xT --reshaper.decode--> (B, D)
+
+Design, following neural-CA practice (Growing NCA, Mordvintsev et al. 2020; 3D artefact NCA,
+Sudhakaran et al. 2021; latent NCA):
+
+* States are channels-last ``(B, X, Y, Z, C)``. Perception gathers the cell and its 6 face (or 26)
+  neighbours by padding and slicing the lattice (zero walls or periodic wrap-around), concatenates
+  them per cell, and the update is a per-cell MLP applied as two GEMMs over all ``B*X*Y*Z`` cells.
+  There is no Python loop over cells, only over steps.
+* Updates are residual and the last layer of the rule is zero-initialised, so a fresh cube is the
+  identity map ("do nothing" rule), and so is a cube with ``steps=0`` under the plain reshaper.
+* The ``learned`` reshaper (default) maps the embedding into cell states with a linear layer and
+  reads the lattice out with another, added to the input embedding (zero-initialised, so again
+  identity at the start). Scattering raw embedding dimensions over lattice positions (``plain``)
+  gives cells meaningless neighbours; a learned way in and out lets neighbourhoods mean something.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CubeConfig
+from .errors import ConfigError
+
+
+def neighbour_offsets(neighbourhood: int) -> list[tuple[int, int, int]]:
+    """Offsets of the cell itself (first) and its neighbours: 6 faces or all 26 around it."""
+    if neighbourhood == 6:
+        faces = [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)]
+        return [(0, 0, 0), *faces]
+    if neighbourhood == 26:
+        around = [o for o in itertools.product((-1, 0, 1), repeat=3) if o != (0, 0, 0)]
+        return [(0, 0, 0), *around]
+    raise ConfigError(f"cube.neighbourhood: must be 6 or 26, got {neighbourhood}")
+
+
+def pad_lattice(x: torch.Tensor, boundary: str) -> torch.Tensor:
+    """Pad the three lattice axes of ``(B, X, Y, Z, C)`` by one cell: zeros or periodic wrap."""
+    if boundary == "zero":
+        return F.pad(x, (0, 0, 1, 1, 1, 1, 1, 1))
+    if boundary == "periodic":
+        for dim in (1, 2, 3):
+            x = torch.cat([x.narrow(dim, x.shape[dim] - 1, 1), x, x.narrow(dim, 0, 1)], dim=dim)
+        return x
+    raise ConfigError(f"cube.boundary: must be 'zero' or 'periodic', got {boundary!r}")
+
+
+def gather_neighbours(
+    x: torch.Tensor, offsets: list[tuple[int, int, int]], boundary: str
+) -> torch.Tensor:
+    """Stack each cell's state with its neighbours' along channels: ``(B,X,Y,Z,C) -> (...,K*C)``."""
+    _, nx, ny, nz, _ = x.shape
+    p = pad_lattice(x, boundary)
+    views = [
+        p[:, 1 + i : 1 + i + nx, 1 + j : 1 + j + ny, 1 + k : 1 + k + nz] for i, j, k in offsets
+    ]
+    return torch.cat(views, dim=-1)
+
+
+class CellRule(nn.Module):
+    """The one small network shared by every cell: ``x <- x + MLP(perceive(norm(x)))``.
+
+    Args:
+        channels: state size C of each cell.
+        hidden: width of the rule's hidden layer.
+        neighbourhood: 6 (faces) or 26 (faces, edges, corners).
+        boundary: ``"zero"`` walls or ``"periodic"`` wrap-around.
+    """
+
+    def __init__(self, channels: int, hidden: int, neighbourhood: int, boundary: str) -> None:
+        super().__init__()
+        self.offsets = neighbour_offsets(neighbourhood)
+        pad_lattice(torch.zeros(1, 1, 1, 1, 1), boundary)  # validate early
+        self.boundary = boundary
+        self.norm = nn.LayerNorm(channels)
+        self.perceive = nn.Linear(len(self.offsets) * channels, hidden)
+        self.update = nn.Linear(hidden, channels)
+        nn.init.zeros_(self.update.weight)
+        nn.init.zeros_(self.update.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = gather_neighbours(self.norm(x), self.offsets, self.boundary)
+        return x + self.update(F.gelu(self.perceive(h)))
+
+
+class Reshaper(nn.Module):
+    """Maps a ``(B, D)`` embedding to ``(B, X, Y, Z, C)`` cell states and back.
+
+    ``plain``: an exact, invertible reshape (requires ``X*Y*Z*C == D``); ``decode(encode(e)) == e``.
+    ``learned``: a linear map into the cell states and a zero-initialised linear read-out added to
+    the input embedding, so any lattice fits any embedding dimension.
+    """
+
+    def __init__(self, dim: int, cfg: CubeConfig) -> None:
+        super().__init__()
+        self.lattice = tuple(cfg.lattice)
+        self.channels = cfg.channels
+        self.mode = cfg.reshaper
+        size = cfg.n_cells * cfg.channels
+        if self.mode == "plain":
+            if size != dim:
+                x, y, z = self.lattice
+                raise ConfigError(
+                    f"cube.lattice: {x}x{y}x{z} cells x {cfg.channels} channels = {size} values "
+                    f"cannot hold a {dim}-d embedding with cube.reshaper=plain "
+                    f"(make X*Y*Z*channels = {dim}, or set cube.reshaper=learned)"
+                )
+            self.proj_in = self.proj_out = None
+        else:
+            self.proj_in = nn.Linear(dim, size)
+            self.proj_out = nn.Linear(size, dim)
+            nn.init.zeros_(self.proj_out.weight)
+            nn.init.zeros_(self.proj_out.bias)
+
+    def encode(self, e: torch.Tensor) -> torch.Tensor:
+        """Embedding ``(B, D)`` -> cell states ``(B, X, Y, Z, C)``."""
+        flat = e if self.proj_in is None else self.proj_in(e)
+        return flat.reshape(e.shape[0], *self.lattice, self.channels)
+
+    def decode(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Cell states (and the input embedding ``e``) -> embedding ``(B, D)``."""
+        flat = x.reshape(x.shape[0], -1)
+        return flat if self.proj_out is None else e + self.proj_out(flat)
+
+
+class Cube(nn.Module):
+    """The trained core: reshaper in, ``steps`` applications of the shared cell rule, reshaper out.
+
+    Args:
+        dim: embedding dimension D of the teacher.
+        cfg: lattice shape, channels, rule width, steps, neighbourhood, boundary and reshaper.
+
+    ``forward(e, steps=None)`` returns the transformed embedding (not normalised); ``steps``
+    overrides the configured number of propagation steps (0 skips the lattice dynamics).
+    """
+
+    def __init__(self, dim: int, cfg: CubeConfig) -> None:
+        super().__init__()
+        self.dim = dim
+        self.steps = cfg.steps
+        self.reshaper = Reshaper(dim, cfg)
+        self.rule = CellRule(cfg.channels, cfg.hidden, cfg.neighbourhood, cfg.boundary)
+
+    def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        x = self.reshaper.encode(e)
+        for _ in range(self.steps if steps is None else steps):
+            x = self.rule(x)
+        return self.reshaper.decode(x, e)

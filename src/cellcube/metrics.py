@@ -1,0 +1,44 @@
+"""Retrieval metrics: does the prediction find its true answer among all candidate answers?
+
+Mean cosine to the true answer is reported too, but it rewards collapse (a constant mean answer
+can beat every honest model on it), so models are selected and compared on MRR and Recall@k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def retrieval_metrics(
+    pred: torch.Tensor,
+    answer_ids: torch.Tensor,
+    candidates: torch.Tensor,
+    ks: Sequence[int] = (1, 10),
+) -> dict[str, float]:
+    """Rank every candidate answer for each prediction by cosine similarity.
+
+    Args:
+        pred: (n, D) predicted answer embeddings.
+        answer_ids: (n,) index of each row's true answer in ``candidates``.
+        candidates: (m, D) embeddings of the distinct candidate answers.
+        ks: cut-offs for Recall@k.
+
+    Returns:
+        ``cosine`` (mean cosine of prediction and true answer), ``recall@k`` for each k (fraction
+        of rows whose true answer ranks within the top k) and ``mrr`` (mean reciprocal rank).
+        A rank counts the candidates scoring strictly higher than the true answer, plus one.
+    """
+    pred = F.normalize(pred.float(), dim=-1)
+    cands = F.normalize(candidates.float(), dim=-1)
+    scores = pred @ cands.T
+    rows = torch.arange(pred.shape[0])
+    true = scores[rows, answer_ids]
+    rank = (scores > true[:, None]).sum(dim=1) + 1
+    out = {"cosine": true.mean().item()}
+    for k in ks:
+        out[f"recall@{k}"] = (rank <= k).float().mean().item()
+    out["mrr"] = (1.0 / rank.float()).mean().item()
+    return out

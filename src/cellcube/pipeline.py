@@ -1,0 +1,336 @@
+"""The end-to-end job: data -> teacher embeddings -> train cube and baselines -> evaluate -> decode.
+
+A run directory holds everything needed to evaluate or query it again::
+
+    RUN/config.yaml            the resolved, validated config
+    RUN/pairs.jsonl            every pair with its split (train / val / test)
+    RUN/models/<name>/         checkpoints/{best,last}.ckpt and logs/ for cube, mlp, cube_0_steps
+    RUN/models/ridge.pt        the ridge baseline (alpha chosen on validation)
+    RUN/report.json            test metrics of every model (written by train and evaluate)
+    RUN/plots/training.png     validation MRR and training loss per epoch
+
+The test split is only ever read by :func:`evaluate_run`; every choice (early stopping, ridge
+alpha) is made on validation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .baselines import TRAINED_MODELS, Ridge, build_model, fit_ridge, mean_answer, n_params
+from .cache import EmbeddingCache, embed_texts
+from .config import Config, dump_config, load_config
+from .data import QAPair, Split, autoencoder_pairs, load_builtin, load_pairs, split_pairs
+from .decoder import PhraseBank, read_bank_file
+from .errors import CheckpointError, DataError
+from .io import atomic_open, write_json, write_text
+from .metrics import retrieval_metrics
+from .teachers import Teacher, TeacherSpec, load_teacher
+from .training import EmbeddedSplit, fit, load_weights
+
+SPLITS = ("train", "val", "test")
+
+
+def read_pairs(cfg: Config) -> list[QAPair]:
+    """The configured pairs: a user file when ``data.path`` is set, else the built-in corpus."""
+    d = cfg.data
+    if d.path is not None:
+        pairs = load_pairs(
+            Path(d.path).expanduser(), question_field=d.question_field, answer_field=d.answer_field
+        )
+    else:
+        pairs = load_builtin(d.corpus)
+    return autoencoder_pairs(pairs) if cfg.mode == "autoencoder" else pairs
+
+
+def make_teacher(cfg: Config) -> Teacher:
+    """The configured teacher (weights load lazily, only if the cache misses)."""
+    t = cfg.teacher
+    return load_teacher(
+        TeacherSpec(
+            model=t.model,
+            kind=t.kind,
+            dtype=t.dtype,
+            device=t.device,
+            max_length=t.max_length,
+            batch_size=t.batch_size,
+        )
+    )
+
+
+def open_cache(cfg: Config) -> EmbeddingCache | None:
+    return EmbeddingCache(Path(cfg.cache.path).expanduser()) if cfg.cache.enabled else None
+
+
+def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[str, EmbeddedSplit]:
+    """Embed every split's questions and answers with the teacher, through the on-disk cache."""
+    teacher = make_teacher(cfg)
+    parts = {name: getattr(split, name) for name in SPLITS}
+    texts = list(
+        dict.fromkeys(t for ps in parts.values() for p in ps for t in (p.question, p.answer))
+    )
+    cache = open_cache(cfg)
+    try:
+        vectors = torch.from_numpy(embed_texts(teacher, texts, cache, progress=progress))
+    finally:
+        if cache is not None:
+            cache.close()
+    row = {t: i for i, t in enumerate(texts)}
+    out = {}
+    for name, ps in parts.items():
+        answers = list(dict.fromkeys(p.answer for p in ps))
+        aid = {t: i for i, t in enumerate(answers)}
+        out[name] = EmbeddedSplit(
+            q=vectors[[row[p.question] for p in ps]],
+            a=vectors[[row[p.answer] for p in ps]],
+            answer_ids=torch.tensor([aid[p.answer] for p in ps], dtype=torch.long),
+            candidates=vectors[[row[t] for t in answers]],
+            questions=[p.question for p in ps],
+            answers=answers,
+        )
+    return out
+
+
+def write_pairs(path: Path, split: Split) -> None:
+    with atomic_open(path, "w") as fh:
+        for name in SPLITS:
+            for p in getattr(split, name):
+                rec = {
+                    "split": name,
+                    "question": p.question,
+                    "answer": p.answer,
+                    "origin": p.origin,
+                }
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def read_run_pairs(run_dir: Path) -> Split:
+    path = run_dir / "pairs.jsonl"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; is {run_dir} a cellcube run directory?")
+    buckets: dict[str, list[QAPair]] = {name: [] for name in SPLITS}
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                rec = json.loads(line)
+                buckets[rec["split"]].append(QAPair(rec["question"], rec["answer"], rec["origin"]))
+            except (ValueError, KeyError, TypeError):
+                raise CheckpointError(f"{path}:{n}: corrupt run record") from None
+    return Split(**buckets)
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; is {run_dir} a cellcube run directory?")
+    return load_config(path, overrides)
+
+
+def train_run(
+    cfg: Config, run_dir: Path, *, resume: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Train the cube and every baseline into ``run_dir``, then evaluate on test."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        split = read_run_pairs(run_dir)
+    else:
+        split = split_pairs(
+            read_pairs(cfg),
+            seed=cfg.seed,
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction,
+        )
+        write_pairs(run_dir / "pairs.jsonl", split)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    log(f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test pairs")
+    emb = embed_splits(cfg, split, progress=cfg.train.progress)
+    dim = emb["train"].q.shape[1]
+    names = TRAINED_MODELS if cfg.eval.baselines else ("cube",)
+    for name in names:
+        model_dir = run_dir / "models" / name
+        done = model_dir / "DONE"
+        if resume and done.exists():
+            log(f"{name}: already trained, skipping")
+            continue
+        model = build_model(name, dim, cfg)
+        log(f"training {name} ({n_params(model):,} parameters)")
+        can_resume = resume and (model_dir / "checkpoints" / "last.ckpt").exists()
+        fit(model, name, cfg, emb["train"], emb["val"], model_dir, resume=can_resume)
+        write_text(done, "")
+    if cfg.eval.baselines:
+        ridge = fit_ridge(
+            emb["train"].q,
+            emb["train"].a,
+            emb["val"].q,
+            emb["val"].answer_ids,
+            emb["val"].candidates,
+            cfg.eval.ridge_alphas,
+        )
+        with atomic_open(run_dir / "models" / "ridge.pt", "wb") as fh:
+            torch.save(ridge.state_dict(), fh)
+    plot_training(run_dir, names)
+    return evaluate_embedded(cfg, run_dir, emb)
+
+
+def _predictors(
+    cfg: Config, run_dir: Path, emb: dict[str, EmbeddedSplit], dim: int
+) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+    """Each model of the report as (prediction function, trainable parameter count)."""
+    preds: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], int]] = {}
+    names = TRAINED_MODELS if cfg.eval.baselines else ("cube",)
+    for name in names:
+        ckpt = run_dir / "models" / name / "checkpoints" / "best.ckpt"
+        model = load_weights(build_model(name, dim, cfg), ckpt)
+        preds[name] = (model, n_params(model))
+    if cfg.eval.baselines:
+        preds["identity"] = (lambda q: q, 0)
+        preds["mean_answer"] = (mean_answer(emb["train"].a), 0)
+        path = run_dir / "models" / "ridge.pt"
+        try:
+            ridge = Ridge(**torch.load(path, map_location="cpu", weights_only=True))
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no such file") from None
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: corrupt ridge baseline ({exc.__class__.__name__})"
+            ) from None
+        preds["ridge"] = (ridge, dim * dim + dim)
+    return preds
+
+
+def evaluate_embedded(cfg: Config, run_dir: Path, emb: dict[str, EmbeddedSplit]) -> dict[str, Any]:
+    test = emb["test"]
+    dim = test.q.shape[1]
+    models: dict[str, Any] = {}
+    with torch.inference_mode():
+        for name, (predict, params) in _predictors(cfg, run_dir, emb, dim).items():
+            metrics = retrieval_metrics(
+                predict(test.q), test.answer_ids, test.candidates, cfg.eval.ks
+            )
+            models[name] = {**metrics, "params": params}
+    report = {
+        "n_test": len(test),
+        "n_candidates": test.candidates.shape[0],
+        "n_train": len(emb["train"]),
+        "n_val": len(emb["val"]),
+        "teacher": make_teacher(cfg).identity,
+        "cellcube_version": __version__,
+        "models": models,
+    }
+    write_json(run_dir / "report.json", report)
+    return report
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """(Re)compute every model's test metrics from the run's saved checkpoints."""
+    cfg = load_run_config(run_dir)
+    emb = embed_splits(cfg, read_run_pairs(run_dir), progress=cfg.train.progress)
+    return evaluate_embedded(cfg, run_dir, emb)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of the report, best test MRR first."""
+    ks = sorted(
+        int(k.split("@")[1])
+        for k in next(iter(report["models"].values()))
+        if k.startswith("recall@")
+    )
+    head = ["model", "MRR", *[f"R@{k}" for k in ks], "cosine", "params"]
+    rows = sorted(report["models"].items(), key=lambda kv: -kv[1]["mrr"])
+    body = [
+        [
+            name,
+            f"{m['mrr']:.3f}",
+            *[f"{m[f'recall@{k}']:.3f}" for k in ks],
+            f"{m['cosine']:.3f}",
+            f"{m['params']:,}",
+        ]
+        for name, m in rows
+    ]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    lines = [f"test: {report['n_test']} pairs, {report['n_candidates']} candidate answers"]
+    for r in [head, *body]:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+@dataclass
+class Answerer:
+    """A trained run ready to answer: question text -> cube -> nearest phrases."""
+
+    cfg: Config
+    teacher: Teacher
+    model: torch.nn.Module
+    bank: PhraseBank
+
+    @classmethod
+    def load(cls, run_dir: Path, bank_file: str | Path | None = None) -> Answerer:
+        cfg = load_run_config(run_dir)
+        teacher = make_teacher(cfg)
+        if bank_file is not None:
+            phrases = read_bank_file(bank_file)
+        else:
+            split = read_run_pairs(run_dir)
+            phrases = list(dict.fromkeys(p.answer for n in SPLITS for p in getattr(split, n)))
+        cache = open_cache(cfg)
+        try:
+            vectors = torch.from_numpy(embed_texts(teacher, phrases, cache))
+        finally:
+            if cache is not None:
+                cache.close()
+        ckpt = run_dir / "models" / "cube" / "checkpoints" / "best.ckpt"
+        model = load_weights(build_model("cube", vectors.shape[1], cfg), ckpt)
+        return cls(cfg, teacher, model, PhraseBank(phrases, vectors))
+
+    def ask(self, questions: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-``k`` answers with cosine scores for each question."""
+        if any(not q.strip() for q in questions):
+            raise DataError("question is empty")
+        q = torch.from_numpy(self.teacher.encode(list(questions)))
+        with torch.inference_mode():
+            return self.bank.search(self.model(q), k)
+
+
+def plot_training(run_dir: Path, names: Sequence[str]) -> None:
+    """Validation MRR and training loss per epoch for each trained model -> plots/training.png."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_mrr, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in names:
+        path = run_dir / "models" / name / "logs" / "metrics.csv"
+        if not path.exists():
+            continue
+        with path.open() as fh:
+            rows = list(csv.DictReader(fh))
+        val = [(int(r["epoch"]) + 1, float(r["val_mrr"])) for r in rows if r.get("val_mrr")]
+        loss = [(int(r["epoch"]) + 1, float(r["train_loss"])) for r in rows if r.get("train_loss")]
+        if val:
+            ax_mrr.plot(*zip(*val, strict=True), label=name)
+        if loss:
+            ax_loss.plot(*zip(*loss, strict=True), label=name)
+    ax_mrr.set(xlabel="epoch", ylabel="validation MRR", title="Validation MRR")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss")
+    for ax in (ax_mrr, ax_loss):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_open(run_dir / "plots" / "training.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)

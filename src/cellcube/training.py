@@ -1,0 +1,227 @@
+"""Training a question->answer embedding map with Lightning.
+
+One routine, :func:`fit`, trains the cube and the trained baselines (``mlp``, ``cube_0_steps``)
+with the same loss, optimiser and budget, so their numbers are comparable. Lightning provides the
+loop, progress bar, CSV/TensorBoard logging, precision flags, early stopping on validation MRR and
+checkpointing; a checkpoint (``best.ckpt`` / ``last.ckpt``) holds model, optimiser, loop and
+callback state plus cellcube's own config, so ``resume=True`` continues exactly where ``last.ckpt``
+left off. Shuffling uses a sampler seeded by ``(seed, epoch)``, which makes runs deterministic on
+CPU and resumption exact at epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from .config import Config
+from .errors import CheckpointError
+from .io import atomic_open
+from .losses import build_loss
+from .metrics import retrieval_metrics
+
+
+@dataclass
+class EmbeddedSplit:
+    """One split in embedding space.
+
+    ``q``/``a``: (n, D) question and answer embeddings; ``answer_ids``: (n,) index of each row's
+    answer in ``candidates`` (m, D), the split's distinct answers, in ``answers`` (texts) order.
+    """
+
+    q: torch.Tensor
+    a: torch.Tensor
+    answer_ids: torch.Tensor
+    candidates: torch.Tensor
+    questions: list[str]
+    answers: list[str]
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random permutation per epoch drawn from ``(seed, epoch)``: reproducible and resumable."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes via temp file + fsync + rename (never a torn file)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        with atomic_open(path, "wb") as fh:
+            torch.save(checkpoint, fh)
+
+
+class MapperModule(L.LightningModule):
+    """Wraps an embedding->embedding model with the cellcube loss and validation retrieval."""
+
+    def __init__(self, model: nn.Module, cfg: Config, name: str, val: EmbeddedSplit) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.name = name
+        self.loss = build_loss(cfg.train)
+        self._val = val
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return self.model(q)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        q, a, ids = batch
+        total, parts = self.loss(self.model(q), a, ids)
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss at epoch {self.current_epoch}, batch {batch_idx}"
+            )
+        self.log("train_loss", total, prog_bar=True, on_step=False, on_epoch=True)
+        for key, value in parts.items():
+            self.log(f"train_{key}", value, on_step=False, on_epoch=True)
+        return total
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        (q,) = batch
+        m = retrieval_metrics(
+            self.model(q), self._val.answer_ids, self._val.candidates, self.cfg.eval.ks
+        )
+        for key, value in m.items():
+            self.log(f"val_{key}", value, prog_bar=key == "mrr", batch_size=q.shape[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        return torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cellcube"] = {"config": self.cfg.to_dict(), "model": self.name}
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def fit(
+    model: nn.Module,
+    name: str,
+    cfg: Config,
+    train: EmbeddedSplit,
+    val: EmbeddedSplit,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+) -> Path:
+    """Train ``model`` on ``train``, early-stopping on ``val`` MRR; return the best checkpoint path.
+
+    Checkpoints go to ``out_dir/checkpoints/{best,last}.ckpt`` and logs to ``out_dir/logs``.
+    With ``resume=True`` training continues from ``last.ckpt`` (which must exist).
+    """
+    _quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_dir = out_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise CheckpointError(f"{last}: nothing to resume from (no such checkpoint)")
+    if not resume:
+        for stale in (ckpt_dir / "best.ckpt", last):
+            stale.unlink(missing_ok=True)
+    loader = DataLoader(
+        TensorDataset(train.q, train.a, train.answer_ids),
+        batch_size=cfg.train.batch_size,
+        sampler=EpochSeededSampler(len(train), cfg.seed),
+        drop_last=len(train) > cfg.train.batch_size,
+    )
+    val_loader = DataLoader(TensorDataset(val.q), batch_size=len(val))
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_mrr",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator=cfg.train.accelerator,
+        devices=1,
+        precision=cfg.train.precision,
+        deterministic=True,
+        callbacks=[
+            checkpoint,
+            EarlyStopping(monitor="val_mrr", mode="max", patience=cfg.train.patience),
+        ],
+        logger=[
+            CSVLogger(out_dir / "logs", name="", version=""),
+            TensorBoardLogger(out_dir / "logs", name="tensorboard", version=""),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=cfg.train.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        default_root_dir=out_dir,
+    )
+    module = MapperModule(model, cfg, name, val)
+    trainer.fit(module, loader, val_loader, ckpt_path=last if resume else None)
+    best = ckpt_dir / "best.ckpt"
+    return best if best.exists() else last
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a cellcube checkpoint; a missing, truncated or foreign file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({exc.__class__.__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or "cellcube" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a cellcube checkpoint")
+    return ckpt
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load a checkpoint's weights into ``model`` (built with the same config) and set eval mode."""
+    state = load_checkpoint(path)["state_dict"]
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{path}: weights do not match the configured model ({first})"
+        ) from None
+    return model.eval()

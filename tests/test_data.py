@@ -1,0 +1,389 @@
+"""Tests for cellcube.data: file loaders, built-in corpora, autoencoder pairs and splitting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cellcube.data import (
+    BUILTIN_CORPORA,
+    QAPair,
+    Split,
+    autoencoder_pairs,
+    load_builtin,
+    load_csv,
+    load_jsonl,
+    load_pairs,
+    split_pairs,
+)
+from cellcube.errors import ConfigError, DataError
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def _jsonl(path: Path, *records: object) -> Path:
+    return _write(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _error(func: object, *args: object, **kwargs: object) -> str:
+    """Call ``func`` expecting a DataError; return its (single-line) message."""
+    with pytest.raises(DataError) as info:
+        func(*args, **kwargs)  # type: ignore[operator]
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------------------- JSONL
+
+
+def test_jsonl_happy_path(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "data.jsonl",
+        '{"question": "  What is 2+2? ", "answer": "4\\n", "extra": 1}\n'
+        "\n"
+        "   \n"
+        '{"question": "Capital of France?", "answer": "Paris"}\n'
+        '{"question": "What is 2+2?", "answer": " 4 "}\n'  # duplicate after stripping
+        '{"question": "What is 2 + 2?", "answer": "4"}',  # no trailing newline
+    )
+    pairs = load_jsonl(path)
+    assert pairs == [
+        QAPair("What is 2+2?", "4", "data.jsonl:1"),
+        QAPair("Capital of France?", "Paris", "data.jsonl:4"),
+        QAPair("What is 2 + 2?", "4", "data.jsonl:6"),
+    ]
+    assert load_pairs(path) == pairs
+
+
+def test_jsonl_keeps_inner_text_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "d.ndjson"
+    line = json.dumps({"question": "a  b\u2028c", "answer": "é"}, ensure_ascii=False)
+    path.write_bytes(b"\xef\xbb\xbf" + line.encode("utf-8") + b"\n")
+    assert load_pairs(path) == [QAPair("a  b\u2028c", "é", "d.ndjson:1")]
+
+
+def test_jsonl_custom_fields(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", {"prompt": "hi", "response": "hello"})
+    assert load_pairs(path, question_field="prompt", answer_field="response") == [
+        QAPair("hi", "hello", "d.jsonl:1")
+    ]
+    message = _error(load_pairs, path)
+    assert "d.jsonl:1" in message and "missing field 'question'" in message
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "expected"),
+    [
+        (
+            ['{"question": "q", "answer": "a"}', '{"question": "q2" "answer": "a"}'],
+            2,
+            "not valid JSON (Expecting ',' delimiter)",
+        ),
+        (
+            ['{"question": "q", "answer": "a"}'] * 2 + ['{"question": "q"}'],
+            3,
+            "missing field 'answer'",
+        ),
+        (
+            ['{"question": "q", "answer": "a"}'] * 3 + ['{"question": "  ", "answer": "a"}'],
+            4,
+            "field 'question' is empty",
+        ),
+        (
+            ['{"question": "q", "answer": "a"}'] * 4 + ['{"question": "q", "answer": 5}'],
+            5,
+            "field 'answer' must be a string, got int",
+        ),
+        (['{"question": null, "answer": "a"}'], 1, "field 'question' must be a string, got null"),
+        (['{"question": "q", "answer": "a"}', '["q", "a"]'], 2, "expected a JSON object, got list"),
+        (['"just a string"'], 1, "expected a JSON object, got str"),
+        (['{"question": "q", "answer": "a"', ""], 1, "not valid JSON"),
+        (["[" * 100_000], 1, "not valid JSON"),
+    ],
+)
+def test_jsonl_malformed(tmp_path: Path, lines: list[str], line: int, expected: str) -> None:
+    path = _write(tmp_path / "data.jsonl", "\n".join(lines) + "\n")
+    message = _error(load_pairs, path)
+    assert message.startswith(f"{path}:{line}: ")
+    assert expected in message
+    assert "data.jsonl" in message
+
+
+def test_jsonl_invalid_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    good = b'{"question": "q", "answer": "a"}\n'
+    path.write_bytes(good * 2 + b'{"question": "q\xff", "answer": "a"}\n')
+    assert _error(load_pairs, path) == f"{path}: invalid UTF-8 at line 3"
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_jsonl_no_pairs(tmp_path: Path, content: str) -> None:
+    path = _write(tmp_path / "data.jsonl", content)
+    assert _error(load_pairs, path) == f"{path}: no question/answer pairs found"
+
+
+# ---------------------------------------------------------------------------- CSV / TSV
+
+
+def test_csv_happy_path_custom_columns(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "data.csv",
+        'id, q ,a\n1, Why?,"Because, well,\nreasons"\n\n2,Who?,Me\n3,Who?, Me \n',
+    )
+    expected = [
+        QAPair("Why?", "Because, well,\nreasons", "data.csv:2"),
+        QAPair("Who?", "Me", "data.csv:5"),
+    ]
+    assert load_pairs(path, question_field="q", answer_field="a") == expected
+    assert load_csv(path, question_field="q", answer_field="a") == expected
+
+
+def test_tsv(tmp_path: Path) -> None:
+    path = _write(tmp_path / "data.tsv", "question\tanswer\nhello, there\thi\nbye\tsee you\n")
+    assert load_pairs(path) == [
+        QAPair("hello, there", "hi", "data.tsv:2"),
+        QAPair("bye", "see you", "data.tsv:3"),
+    ]
+    # The same file read as comma-separated has a single column named after the whole header.
+    assert "missing column 'question'" in _error(load_csv, path)
+
+
+def test_csv_missing_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "data.csv", "q,a\nx,y\n")
+    assert _error(load_pairs, path) == f"{path}: missing column 'question' (columns: q, a)"
+    message = _error(load_pairs, path, question_field="q")
+    assert message == f"{path}: missing column 'answer' (columns: q, a)"
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "expected"),
+    [
+        ("x,y\n" * 7 + ",y\n", 9, "field 'question' is empty"),
+        ("x,y\nx2,  \n", 3, "field 'answer' is empty"),
+        ("x,y\nonly-question\n", 3, "missing field 'answer'"),
+        ("x,y\nWhat is 1,000?,a number\n", 3, "expected 2 columns, got 3"),
+        ('x,y\nx,"y"z\n', 3, "malformed CSV"),
+        ('x,y\nx,"unterminated\n', 3, "malformed CSV"),
+    ],
+)
+def test_csv_malformed(tmp_path: Path, body: str, line: int, expected: str) -> None:
+    path = _write(tmp_path / "data.csv", "question,answer\n" + body)
+    message = _error(load_pairs, path)
+    assert message.startswith(f"{path}:{line}: ")
+    assert expected in message
+
+
+def test_csv_invalid_utf8_and_empty(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"question,answer\nok,fine\nbad\xc3(,x\n")
+    assert _error(load_pairs, path) == f"{path}: invalid UTF-8 at line 3"
+    _write(path, "question,answer\n")
+    assert _error(load_pairs, path) == f"{path}: no question/answer pairs found"
+    _write(path, "")
+    assert "no question/answer pairs found" in _error(load_pairs, path)
+
+
+def test_csv_duplicate_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "data.csv", "question,answer,answer\nq,a,b\n")
+    assert "column 'answer' appears 2 times" in _error(load_pairs, path)
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+
+@pytest.mark.parametrize("name", ["data.txt", "data.json", "data"])
+def test_unsupported_suffix(tmp_path: Path, name: str) -> None:
+    path = _write(tmp_path / name, '{"question": "q", "answer": "a"}\n')
+    message = _error(load_pairs, path)
+    assert str(path) in message
+    for suffix in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        assert suffix in message
+
+
+@pytest.mark.parametrize("name", ["nope.jsonl", "nope.csv", "nope.tsv", "nope.txt"])
+def test_missing_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    assert _error(load_pairs, path) == f"{path}: no such file"
+    assert _error(load_pairs, str(path)) == f"{path}: no such file"
+
+
+def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "DATA.JSONL", {"question": "q", "answer": "a"})
+    assert load_pairs(path) == [QAPair("q", "a", "DATA.JSONL:1")]
+
+
+def test_directory_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.jsonl").mkdir()
+    assert "dir.jsonl" in _error(load_pairs, tmp_path / "dir.jsonl")
+
+
+# ---------------------------------------------------------------------------- built-ins
+
+
+def test_builtin_zaragoza() -> None:
+    pairs = load_builtin("zaragoza")
+    assert len(pairs) == 503
+    assert pairs[0].origin == "zaragoza:bygglov-001"
+    assert pairs[0].question == "What is a bygglov (building permit)?"
+    assert all(p.origin.startswith("zaragoza:") for p in pairs)
+    assert all(p.question and p.answer for p in pairs)
+    assert all(p.question == p.question.strip() and p.answer == p.answer.strip() for p in pairs)
+
+
+def test_builtin_chatterbot() -> None:
+    pairs = load_builtin("chatterbot")
+    assert len(pairs) > 1000
+    assert all(isinstance(p.question, str) and isinstance(p.answer, str) for p in pairs)
+    assert all(p.question.strip() and p.answer.strip() for p in pairs)
+    assert all(p.question == p.question.strip() and p.answer == p.answer.strip() for p in pairs)
+    assert len({(p.question, p.answer) for p in pairs}) == len(pairs)  # duplicates dropped
+    assert pairs[0] == QAPair(
+        "What is AI?",
+        "Artificial Intelligence is the branch of engineering and science devoted to "
+        "constructing machines that think.",
+        "chatterbot:ai.yml",
+    )
+    origins = [p.origin for p in pairs]
+    assert origins == sorted(origins)  # files are read in name order
+    assert "chatterbot:trivia.yml" in origins
+    # Returned lists are fresh copies of the cache.
+    pairs.clear()
+    assert len(load_builtin("chatterbot")) > 1000
+
+
+def test_builtin_unknown() -> None:
+    message = _error(load_builtin, "wikipedia")
+    assert "wikipedia" in message
+    for name in BUILTIN_CORPORA:
+        assert name in message
+
+
+# ---------------------------------------------------------------------------- autoencoder
+
+
+def test_autoencoder_pairs() -> None:
+    pairs = [
+        QAPair("hi", "hello", "f:1"),
+        QAPair("hello", "hey", "f:2"),
+        QAPair("yo", "hi", "f:3"),
+        QAPair("same", "same", "f:4"),
+    ]
+    assert autoencoder_pairs(pairs) == [
+        QAPair("hi", "hi", "f:1"),
+        QAPair("hello", "hello", "f:1"),
+        QAPair("hey", "hey", "f:2"),
+        QAPair("yo", "yo", "f:3"),
+        QAPair("same", "same", "f:4"),
+    ]
+    assert autoencoder_pairs([]) == []
+
+
+def test_autoencoder_pairs_on_corpus() -> None:
+    pairs = load_builtin("chatterbot")
+    auto = autoencoder_pairs(pairs)
+    texts = {p.question for p in pairs} | {p.answer for p in pairs}
+    assert all(p.question == p.answer for p in auto)
+    assert len(auto) == len(texts)
+    assert {p.question for p in auto} == texts
+
+
+# ---------------------------------------------------------------------------- split
+
+
+def _answers(pairs: list[QAPair]) -> set[str]:
+    return {p.answer for p in pairs}
+
+
+def test_split_grouped_deterministic_and_complete() -> None:
+    pairs = load_builtin("chatterbot")
+    assert len(_answers(pairs)) < len(pairs)  # some answers repeat: grouping matters
+    split = split_pairs(pairs, seed=3)
+    assert isinstance(split, Split)
+    assert split == split_pairs(pairs, seed=3)
+    assert split != split_pairs(pairs, seed=4)
+
+    train, val, test = _answers(split.train), _answers(split.val), _answers(split.test)
+    assert not train & val and not train & test and not val & test
+
+    # Union is all pairs, each exactly once, original order kept inside each split.
+    position = {p: i for i, p in enumerate(pairs)}
+    assert sorted(split.train + split.val + split.test, key=position.__getitem__) == pairs
+    for part in (split.train, split.val, split.test):
+        indices = [position[p] for p in part]
+        assert indices == sorted(indices)
+
+    # Sizes roughly match the default fractions (0.7 / 0.1 / 0.2), in pairs and in answers.
+    n = len(pairs)
+    assert abs(len(split.test) / n - 0.2) < 0.05
+    assert abs(len(split.val) / n - 0.1) < 0.05
+    n_answers = len(_answers(pairs))
+    assert len(test) == round(0.2 * n_answers)
+    assert len(val) == round(0.1 * n_answers)
+
+
+def test_split_independent_of_input_order() -> None:
+    pairs = load_builtin("zaragoza")
+    forward = split_pairs(pairs, seed=7, val_fraction=0.15, test_fraction=0.25)
+    backward = split_pairs(pairs[::-1], seed=7, val_fraction=0.15, test_fraction=0.25)
+    assert _answers(forward.test) == _answers(backward.test)
+    assert _answers(forward.val) == _answers(backward.val)
+    assert backward.test == forward.test[::-1]
+    assert len(_answers(forward.test)) == round(0.25 * 503)
+    assert len(_answers(forward.val)) == round(0.15 * 503)
+
+
+def test_split_repeated_answer_group_stays_together() -> None:
+    pairs = [QAPair(f"q{i}", "shared" if i % 2 else f"a{i}", f"f:{i}") for i in range(40)]
+    for seed in range(5):
+        split = split_pairs(pairs, seed=seed)
+        holders = [s for s in (split.train, split.val, split.test) if "shared" in _answers(s)]
+        assert len(holders) == 1
+        assert sum(p.answer == "shared" for p in holders[0]) == 20
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_split_small_gives_every_split_a_group(n: int) -> None:
+    pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(n)]
+    split = split_pairs(pairs, seed=0, val_fraction=0.01, test_fraction=0.01)
+    assert len(split.val) == 1 and len(split.test) == 1 and len(split.train) == n - 2
+    split = split_pairs(pairs, seed=0, val_fraction=0.45, test_fraction=0.5)
+    assert split.train and split.val and split.test
+
+
+def test_split_too_few_answers() -> None:
+    pairs = [QAPair(f"q{i}", f"a{i % 2}", f"f:{i}") for i in range(10)]
+    assert _error(split_pairs, pairs, seed=0) == "need at least 3 distinct answers to split, got 2"
+    assert "got 0" in _error(split_pairs, [], seed=0)
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "name"),
+    [
+        (0.0, 0.2, "data.val_fraction"),
+        (1.0, 0.2, "data.val_fraction"),
+        (-0.1, 0.2, "data.val_fraction"),
+        (float("nan"), 0.2, "data.val_fraction"),
+        (0.1, 0.0, "data.test_fraction"),
+        (0.1, 1.5, "data.test_fraction"),
+        (0.1, "0.2", "data.test_fraction"),
+        (0.5, 0.5, "data.test_fraction"),
+        (0.6, 0.5, "data.val_fraction"),
+    ],
+)
+def test_split_bad_fractions(val: object, test: object, name: str) -> None:
+    pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(10)]
+    with pytest.raises(ConfigError) as info:
+        split_pairs(pairs, seed=0, val_fraction=val, test_fraction=test)  # type: ignore[arg-type]
+    assert name in str(info.value)
+
+
+def test_split_bad_seed() -> None:
+    pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(10)]
+    with pytest.raises(ConfigError, match="seed"):
+        split_pairs(pairs, seed=-1)
