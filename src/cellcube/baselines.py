@@ -51,13 +51,19 @@ def mlp_hidden_for(dim: int, budget: int) -> int:
 
 
 def build_model(name: str, dim: int, cfg: Config) -> nn.Module:
-    """Construct a trainable model by report name: ``cube``, ``cube_0_steps`` or ``mlp``."""
-    if name == "cube":
-        return Cube(dim, cfg.cube)
-    if name == "cube_0_steps":
-        return Cube(dim, cfg.cube.model_copy(update={"steps": 0}))
-    if name == "mlp":
-        return ResidualMLP(dim, mlp_hidden_for(dim, n_params(Cube(dim, cfg.cube))))
+    """Construct a trainable model by report name: ``cube``, ``cube_0_steps`` or ``mlp``.
+
+    Initial weights depend only on ``cfg.seed`` (the global RNG is left untouched), so a model
+    is the same whatever was built before it.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if name == "cube":
+            return Cube(dim, cfg.cube)
+        if name == "cube_0_steps":
+            return Cube(dim, cfg.cube.model_copy(update={"steps": 0}))
+        if name == "mlp":
+            return ResidualMLP(dim, mlp_hidden_for(dim, n_params(Cube(dim, cfg.cube))))
     raise ValueError(f"unknown model {name!r}; expected one of {TRAINED_MODELS}")
 
 

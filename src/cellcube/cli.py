@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted run in --out from its last checkpoints",
     )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run in --out instead of refusing",
+    )
 
     e = sub.add_parser("evaluate", help="(re)write RUN_DIR/report.json and print the table")
     e.add_argument("run_dir", type=Path)
@@ -77,7 +82,7 @@ def _train(args: argparse.Namespace) -> None:
         if path is None and DEFAULT_CONFIG.is_file():
             path = DEFAULT_CONFIG
         cfg = load_config(path, args.overrides)
-    report = train_run(cfg, args.out, resume=args.resume)
+    report = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(format_report(report))
     print(f"run saved to {args.out} (report: {args.out / 'report.json'})")
 

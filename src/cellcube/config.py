@@ -78,6 +78,7 @@ class CubeConfig(_Section):
     neighbourhood: Literal[6, 26] = 6
     boundary: Literal["zero", "periodic"] = "zero"
     reshaper: Literal["learned", "plain"] = "learned"
+    fire_rate: float = Field(1.0, gt=0, le=1)
 
     @field_validator("lattice")
     @classmethod

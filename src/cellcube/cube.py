@@ -77,8 +77,11 @@ class CellRule(nn.Module):
         boundary: ``"zero"`` walls or ``"periodic"`` wrap-around.
     """
 
-    def __init__(self, channels: int, hidden: int, neighbourhood: int, boundary: str) -> None:
+    def __init__(
+        self, channels: int, hidden: int, neighbourhood: int, boundary: str, fire_rate: float = 1.0
+    ) -> None:
         super().__init__()
+        self.fire_rate = fire_rate
         self.offsets = neighbour_offsets(neighbourhood)
         pad_lattice(torch.zeros(1, 1, 1, 1, 1), boundary)  # validate early
         self.boundary = boundary
@@ -90,7 +93,13 @@ class CellRule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = gather_neighbours(self.norm(x), self.offsets, self.boundary)
-        return x + self.update(F.gelu(self.perceive(h)))
+        dx = self.update(F.gelu(self.perceive(h)))
+        if self.fire_rate < 1.0:
+            if self.training:  # each cell fires independently (stochastic NCA update)
+                dx = dx * (torch.rand_like(dx[..., :1]) < self.fire_rate)
+            else:  # the expected update, so inference is deterministic
+                dx = dx * self.fire_rate
+        return x + dx
 
 
 class Reshaper(nn.Module):
@@ -149,7 +158,9 @@ class Cube(nn.Module):
         self.dim = dim
         self.steps = cfg.steps
         self.reshaper = Reshaper(dim, cfg)
-        self.rule = CellRule(cfg.channels, cfg.hidden, cfg.neighbourhood, cfg.boundary)
+        self.rule = CellRule(
+            cfg.channels, cfg.hidden, cfg.neighbourhood, cfg.boundary, cfg.fire_rate
+        )
 
     def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         x = self.reshaper.encode(e)

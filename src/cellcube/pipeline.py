@@ -16,6 +16,7 @@ alpha) is made on validation.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from .cache import EmbeddingCache, embed_texts
 from .config import Config, dump_config, load_config
 from .data import QAPair, Split, autoencoder_pairs, load_builtin, load_pairs, split_pairs
 from .decoder import PhraseBank, read_bank_file
-from .errors import CheckpointError, DataError
+from .errors import CellcubeError, CheckpointError, DataError
 from .io import atomic_open, write_json, write_text
 from .metrics import retrieval_metrics
 from .teachers import Teacher, TeacherSpec, load_teacher
@@ -134,32 +135,52 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
 
 
 def train_run(
-    cfg: Config, run_dir: Path, *, resume: bool = False, log: Callable[[str], None] = print
+    cfg: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train the cube and every baseline into ``run_dir``, then evaluate on test."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train the cube and every baseline into ``run_dir``, then evaluate on test.
+
+    Data, teacher and model configuration are all checked before anything is written, so a bad
+    input leaves no run directory behind. ``resume`` continues an interrupted run (its own
+    pairs, finished models skipped, unfinished ones from ``last.ckpt``); a fresh run refuses a
+    directory holding a previous run unless ``overwrite`` is set.
+    """
     if resume:
         split = read_run_pairs(run_dir)
     else:
+        if (run_dir / "config.yaml").exists() and not overwrite:
+            raise CellcubeError(
+                f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
+                "replace it, or choose another --out"
+            )
         split = split_pairs(
             read_pairs(cfg),
             seed=cfg.seed,
             val_fraction=cfg.data.val_fraction,
             test_fraction=cfg.data.test_fraction,
         )
-        write_pairs(run_dir / "pairs.jsonl", split)
-    write_text(run_dir / "config.yaml", dump_config(cfg))
     log(f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test pairs")
     emb = embed_splits(cfg, split, progress=cfg.train.progress)
     dim = emb["train"].q.shape[1]
     names = TRAINED_MODELS if cfg.eval.baselines else ("cube",)
-    for name in names:
+    models = {name: build_model(name, dim, cfg) for name in names}  # config errors surface here
+
+    if not resume:
+        if run_dir.exists():
+            shutil.rmtree(run_dir / "models", ignore_errors=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_pairs(run_dir / "pairs.jsonl", split)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    for name, model in models.items():
         model_dir = run_dir / "models" / name
         done = model_dir / "DONE"
         if resume and done.exists():
             log(f"{name}: already trained, skipping")
             continue
-        model = build_model(name, dim, cfg)
         log(f"training {name} ({n_params(model):,} parameters)")
         can_resume = resume and (model_dir / "checkpoints" / "last.ckpt").exists()
         fit(model, name, cfg, emb["train"], emb["val"], model_dir, resume=can_resume)
@@ -214,7 +235,9 @@ def evaluate_embedded(cfg: Config, run_dir: Path, emb: dict[str, EmbeddedSplit])
             metrics = retrieval_metrics(
                 predict(test.q), test.answer_ids, test.candidates, cfg.eval.ks
             )
-            models[name] = {**metrics, "params": params}
+            val = emb["val"]
+            val_mrr = retrieval_metrics(predict(val.q), val.answer_ids, val.candidates)["mrr"]
+            models[name] = {**metrics, "val_mrr": val_mrr, "params": params}
     report = {
         "n_test": len(test),
         "n_candidates": test.candidates.shape[0],

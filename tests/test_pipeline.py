@@ -1,0 +1,175 @@
+"""End to end on real data with the real MiniLM teacher: train, evaluate, ask, cache, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cellcube.baselines import build_model
+from cellcube.cli import main
+from cellcube.config import load_config
+from cellcube.data import load_builtin, split_pairs
+from cellcube.pipeline import embed_splits, evaluate_run, train_run
+from cellcube.teachers import Teacher
+from cellcube.training import EmbeddedSplit, fit, load_checkpoint
+
+TINY = [
+    "cube.lattice=[2,2,2]",
+    "cube.channels=4",
+    "cube.hidden=8",
+    "cube.steps=2",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.progress=false",
+]
+MODELS = {"cube", "identity", "mean_answer", "ridge", "mlp", "cube_0_steps"}
+
+
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 real FAQ pairs from the zaragoza corpus as a user JSONL file."""
+    path = tmp_path_factory.mktemp("data") / "faq.jsonl"
+    pairs = load_builtin("zaragoza")[:120]
+    path.write_text(
+        "".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n" for p in pairs)
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, qa_file: Path) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("run")
+    cache = root / "cache.sqlite"
+    code = main(
+        [
+            "train",
+            "--config",
+            "configs/default.yaml",
+            "--out",
+            str(root / "run"),
+            "--set",
+            f"data.path={qa_file}",
+            "--set",
+            f"cache.path={cache}",
+            *sum((["--set", s] for s in TINY), []),
+        ]
+    )
+    assert code == 0
+    return root / "run", cache
+
+
+def test_train_writes_a_complete_report(trained_run):
+    run, _ = trained_run
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["models"]) == MODELS
+    assert report["n_test"] > 0 and 0 < report["n_candidates"] <= report["n_test"]
+    for m in report["models"].values():
+        for key in ("cosine", "recall@1", "recall@10", "mrr"):
+            assert 0.0 <= m[key] <= 1.0 or key == "cosine"
+        assert m["recall@1"] <= m["recall@10"]
+    # the cube and its 0-step ablation are distinct trained models of equal size
+    models = report["models"]
+    assert models["cube"]["params"] == models["cube_0_steps"]["params"] > 0
+    assert (run / "plots" / "training.png").stat().st_size > 1000
+    assert (run / "models" / "cube" / "logs" / "metrics.csv").exists()
+    assert any((run / "models" / "cube" / "logs" / "tensorboard").iterdir())
+
+
+def test_identity_baseline_is_the_question_embedding(trained_run):
+    """The identity row must be computed from the raw teacher embeddings of the test split."""
+    run, cache = trained_run
+    cfg = load_config(run / "config.yaml")
+    from cellcube.metrics import retrieval_metrics
+    from cellcube.pipeline import read_run_pairs
+
+    test = embed_splits(cfg, read_run_pairs(run), progress=False)["test"]
+    expected = retrieval_metrics(test.q, test.answer_ids, test.candidates)
+    got = json.loads((run / "report.json").read_text())["models"]["identity"]
+    assert got["mrr"] == pytest.approx(expected["mrr"])
+
+
+def test_evaluate_reproduces_the_report_from_checkpoints(trained_run, capsys):
+    run, _ = trained_run
+    before = json.loads((run / "report.json").read_text())
+    assert main(["evaluate", str(run)]) == 0
+    after = json.loads((run / "report.json").read_text())
+    for name in MODELS:
+        assert after["models"][name]["mrr"] == pytest.approx(before["models"][name]["mrr"])
+    assert "cube_0_steps" in capsys.readouterr().out
+
+
+def test_second_run_makes_zero_encoder_calls(trained_run, monkeypatch):
+    run, _ = trained_run
+
+    def refuse(self, texts, **kw):
+        raise AssertionError(f"teacher called for {len(texts)} texts despite the cache")
+
+    monkeypatch.setattr(Teacher, "encode", refuse)
+    evaluate_run(run)  # embeds every split again: all from the on-disk cache
+
+
+def test_ask_prints_ranked_answers(trained_run, capsys):
+    run, _ = trained_run
+    assert main(["ask", str(run), "What is a building permit?", "-k", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Q: What is a building permit?"
+    scores = [float(line.split("[")[1].split("]")[0]) for line in out[1:]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_fresh_train_refuses_to_overwrite_a_run(trained_run, capsys):
+    run, _ = trained_run
+    assert main(["train", "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def _toy_splits(seed: int = 0) -> tuple[EmbeddedSplit, EmbeddedSplit]:
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> EmbeddedSplit:
+        q = torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=-1)
+        a = torch.nn.functional.normalize(q + 0.5 * torch.randn(n, 16, generator=g), dim=-1)
+        return EmbeddedSplit(q, a, torch.arange(n), a, [""] * n, [""] * n)
+
+    return make(96), make(32)
+
+
+def test_training_is_deterministic_and_resume_is_exact(tmp_path):
+    cfg = load_config(None, [*TINY, "train.epochs=4", "train.patience=100", "cube.steps=2"])
+    train, val = _toy_splits()
+
+    def weights(path: Path) -> dict[str, torch.Tensor]:
+        return load_checkpoint(path)["state_dict"]
+
+    straight = tmp_path / "straight"
+    fit(build_model("cube", 16, cfg), "cube", cfg, train, val, straight)
+    again = tmp_path / "again"
+    fit(build_model("cube", 16, cfg), "cube", cfg, train, val, again)
+    interrupted = tmp_path / "interrupted"
+    short = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    fit(build_model("cube", 16, cfg), "cube", short, train, val, interrupted)
+    fit(build_model("cube", 16, cfg), "cube", cfg, train, val, interrupted, resume=True)
+
+    ref = weights(straight / "checkpoints" / "last.ckpt")
+    for other in (again, interrupted):
+        got = weights(other / "checkpoints" / "last.ckpt")
+        assert ref.keys() == got.keys()
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0)
+    assert load_checkpoint(interrupted / "checkpoints" / "last.ckpt")["epoch"] == 3
+
+
+def test_split_has_no_answer_leakage_in_a_run(trained_run):
+    run, _ = trained_run
+    rows = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    by_split: dict[str, set[str]] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], set()).add(r["answer"])
+    assert not by_split["train"] & by_split["test"]
+    assert not by_split["val"] & by_split["test"]
+    assert len(rows) == len(split_pairs(load_builtin("zaragoza")[:120], seed=0).train) + len(
+        by_split["val"]
+    ) + len(by_split["test"])
