@@ -12,7 +12,7 @@ from cellcube.baselines import build_model
 from cellcube.cli import main
 from cellcube.config import load_config
 from cellcube.data import load_builtin, split_pairs
-from cellcube.pipeline import embed_splits, evaluate_run, train_run
+from cellcube.pipeline import embed_splits, evaluate_run
 from cellcube.teachers import Teacher
 from cellcube.training import EmbeddedSplit, fit, load_checkpoint
 
@@ -54,7 +54,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, qa_file: Path) -> tupl
             f"data.path={qa_file}",
             "--set",
             f"cache.path={cache}",
-            *sum((["--set", s] for s in TINY), []),
+            *[arg for s in TINY for arg in ("--set", s)],
         ]
     )
     assert code == 0
@@ -80,7 +80,7 @@ def test_train_writes_a_complete_report(trained_run):
 
 def test_identity_baseline_is_the_question_embedding(trained_run):
     """The identity row must be computed from the raw teacher embeddings of the test split."""
-    run, cache = trained_run
+    run, _ = trained_run
     cfg = load_config(run / "config.yaml")
     from cellcube.metrics import retrieval_metrics
     from cellcube.pipeline import read_run_pairs
