@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from cellcube.io import write_json
 
 
 def _run(config: str, out: Path, corpus: str, overrides: list[str], seed: int) -> dict:
@@ -67,22 +70,64 @@ def main() -> None:
             for job in jobs
         }
         reports = {job: f.result() for job, f in futures.items()}
-    print(
-        "| variant | corpus | seed | cube val MRR | cube test MRR | cube_0_steps test MRR "
-        "| mlp test MRR | identity test MRR |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for (name, corpus, seed), r in reports.items():
-        m = r["models"]
-        row = [name, corpus, str(seed), f"{m['cube']['val_mrr']:.3f}", f"{m['cube']['mrr']:.3f}"]
+    summary = summarise(reports)
+    write_json(args.out / "summary.json", summary)
+    print(format_summary(summary))
+
+
+MODELS = ("cube", "cube_0_steps", "mlp", "ridge", "identity", "mean_answer")
+
+
+def summarise(reports: dict[tuple[str, str, int], dict]) -> dict[str, dict]:
+    """Mean and std over seeds of each model's test metrics and validation MRR."""
+    out: dict[str, dict] = {}
+    for (name, corpus, _), r in reports.items():
+        cell = out.setdefault(f"{name}/{corpus}", {"n_test": r["n_test"], "runs": []})
+        cell["runs"].append(r["models"])
+    for cell in out.values():
+        runs = cell.pop("runs")
+        cell["seeds"] = len(runs)
+        for model in MODELS:
+            if model not in runs[0]:
+                continue
+            for key in ("mrr", "recall@1", "recall@10", "cosine", "val_mrr"):
+                vals = [run[model][key] for run in runs]
+                mean = statistics.fmean(vals)
+                std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                cell.setdefault(model, {})[key] = [round(mean, 4), round(std, 4)]
+        for rival in ("cube_0_steps", "identity"):
+            cell[f"cube_wins_vs_{rival}"] = sum(
+                run["cube"]["mrr"] > run[rival]["mrr"] for run in runs if rival in run
+            )
+    return out
+
+
+def format_summary(summary: dict[str, dict]) -> str:
+    """Markdown: one row per variant/corpus, test MRR mean ± std over seeds for every model."""
+    head = [
+        "variant/corpus",
+        "seeds",
+        "cube val MRR",
+        *[f"{m} MRR" for m in MODELS],
+        "cube R@1",
+        "cube cos",
+        "cube > 0-steps",
+        "cube > identity",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, cell in summary.items():
+        cube = cell["cube"]
+        row = [key, str(cell["seeds"]), f"{cube['val_mrr'][0]:.3f}"]
+        for m in MODELS:
+            row.append(f"{cell[m]['mrr'][0]:.3f} ± {cell[m]['mrr'][1]:.3f}" if m in cell else "-")
         row += [
-            f"{m[k]['mrr']:.3f}" if k in m else "-" for k in ("cube_0_steps", "mlp", "identity")
+            f"{cube['recall@1'][0]:.3f}",
+            f"{cube['cosine'][0]:.3f}",
+            f"{cell['cube_wins_vs_cube_0_steps']}/{cell['seeds']}",
+            f"{cell['cube_wins_vs_identity']}/{cell['seeds']}",
         ]
-        print("| " + " | ".join(row) + " |")
-    print()
-    for name in variants:
-        vals = [r["models"]["cube"]["val_mrr"] for (n, _, _), r in reports.items() if n == name]
-        print(f"{name}: mean cube val MRR {sum(vals) / len(vals):.4f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

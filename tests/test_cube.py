@@ -11,7 +11,7 @@ from cellcube.errors import ConfigError
 
 
 def _cfg(**kw) -> CubeConfig:
-    return CubeConfig(**{"lattice": (3, 4, 5), "channels": 4, "hidden": 8, "steps": 3, **kw})
+    return CubeConfig(**{"lattice": (3, 4, 5), "channels": 4, "hidden": 8, "steps": 4, **kw})
 
 
 def _randomise(cube: Cube) -> Cube:
@@ -111,3 +111,36 @@ def test_every_parameter_gets_a_gradient_once_training_starts():
 def test_bad_neighbourhood_is_a_config_error():
     with pytest.raises(ConfigError, match="neighbourhood"):
         neighbour_offsets(8)
+
+
+def test_faces_reshaper_needs_steps_to_cross_the_lattice():
+    """Input enters at z=0 and leaves at z=Z-1: with fewer than Z-1 steps no information about
+    the input arrives, so the cube adds the same (bias-driven) vector to every embedding."""
+    cube = _randomise(Cube(32, _cfg(lattice=(2, 3, 4), reshaper="faces")))
+    e = torch.randn(5, 32)
+    for steps in range(3):  # Z - 1 = 3 hops are needed
+        delta = cube(e, steps=steps) - e
+        torch.testing.assert_close(delta, delta[:1].expand_as(delta), rtol=0, atol=1e-6)
+    delta = cube(e, steps=3) - e
+    assert (delta - delta[:1]).abs().max() > 1e-3
+
+
+def test_faces_reshaper_sizes_its_projections_to_one_face():
+    cube = Cube(384, _cfg(lattice=(4, 4, 8), channels=16, reshaper="faces"))
+    assert cube.reshaper.proj_in.weight.shape == (4 * 4 * 16, 384)
+    assert cube.reshaper.proj_out.weight.shape == (384, 4 * 4 * 16)
+
+
+def test_fresh_conveyor_rule_carries_the_input_face_to_the_output_face():
+    """x[z] <- x[z] + x[z-1]: after Z-1 steps the output face holds exactly the input face."""
+    cube = Cube(32, _cfg(lattice=(2, 3, 4), reshaper="faces"))
+    with torch.no_grad():
+        cube.rule.update.weight.zero_()
+        cube.rule.update.bias.zero_()
+    x0 = cube.reshaper.encode(torch.randn(5, 32))
+    x = x0
+    for _ in range(3):
+        x_in = x
+        x = cube.rule(x)
+        torch.testing.assert_close(x[:, :, :, 1:], x_in[:, :, :, 1:] + x_in[:, :, :, :-1])
+    torch.testing.assert_close(x[:, :, :, -1], x0[:, :, :, 0])

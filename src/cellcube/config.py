@@ -77,7 +77,7 @@ class CubeConfig(_Section):
     steps: int = Field(4, ge=0)
     neighbourhood: Literal[6, 26] = 6
     boundary: Literal["zero", "periodic"] = "zero"
-    reshaper: Literal["learned", "plain"] = "learned"
+    reshaper: Literal["faces", "learned", "plain"] = "faces"
     fire_rate: float = Field(1.0, gt=0, le=1)
 
     @field_validator("lattice")

@@ -7,18 +7,23 @@ the final lattice back to an embedding::
     e (B, D) --reshaper.encode--> x0 (B, X, Y, Z, C) --rule x T--> xT --reshaper.decode--> (B, D)
 
 Design, following neural-CA practice (Growing NCA, Mordvintsev et al. 2020; 3D artefact NCA,
-Sudhakaran et al. 2021; latent NCA):
+Sudhakaran et al. 2021; latent NCA) and measured on validation (see the README, "The cube"):
 
 * States are channels-last ``(B, X, Y, Z, C)``. Perception gathers the cell and its 6 face (or 26)
-  neighbours by padding and slicing the lattice (zero walls or periodic wrap-around), concatenates
-  them per cell, and the update is a per-cell MLP applied as two GEMMs over all ``B*X*Y*Z`` cells.
+  neighbours by padding and slicing the lattice (zero walls or periodic wrap-around) and
+  concatenates them per cell; the update is computed for all ``B*X*Y*Z`` cells at once as GEMMs.
   There is no Python loop over cells, only over steps.
-* Updates are residual and the last layer of the rule is zero-initialised, so a fresh cube is the
-  identity map ("do nothing" rule), and so is a cube with ``steps=0`` under the plain reshaper.
-* The ``learned`` reshaper (default) maps the embedding into cell states with a linear layer and
-  reads the lattice out with another, added to the input embedding (zero-initialised, so again
-  identity at the start). Scattering raw embedding dimensions over lattice positions (``plain``)
-  gives cells meaningless neighbours; a learned way in and out lets neighbourhoods mean something.
+* The rule is residual, ``x <- x + stencil(h) + mlp(h)``: a linear stencil over the neighbourhood
+  plus a small nonlinear MLP, both shared by every cell.
+* The default ``faces`` reshaper writes a learned linear map of the embedding into the input face
+  (z = 0) of an otherwise empty lattice and reads the output face (z = Z-1) back out through a
+  zero-initialised linear map added to the embedding. Information must cross the lattice, one
+  cell per step, to change the output: with fewer than Z-1 steps the cube can only add a constant.
+  The stencil starts as a conveyor (each cell adds the state of the cell below it), so a fresh cube
+  already carries the input face to the output face and training shapes what happens on the way.
+* ``learned`` maps the embedding into (and out of) every cell; ``plain`` is an exact, invertible
+  reshape of the embedding into the lattice (X*Y*Z*C must equal D). In both the rule starts as
+  "do nothing". A fresh cube is the identity map under every reshaper.
 """
 
 from __future__ import annotations
@@ -68,32 +73,55 @@ def gather_neighbours(
 
 
 class CellRule(nn.Module):
-    """The one small network shared by every cell: ``x <- x + MLP(perceive(norm(x)))``.
+    """The one small network shared by every cell: ``x <- x + stencil(h) + mlp(h)``.
+
+    ``h`` is the cell's state concatenated with its neighbours' (:func:`gather_neighbours`);
+    ``stencil`` is linear in ``h`` and ``mlp`` is ``Linear -> GELU -> Linear``.
 
     Args:
         channels: state size C of each cell.
-        hidden: width of the rule's hidden layer.
+        hidden: width of the MLP's hidden layer.
         neighbourhood: 6 (faces) or 26 (faces, edges, corners).
         boundary: ``"zero"`` walls or ``"periodic"`` wrap-around.
+        fire_rate: probability that a cell applies its update at a training step (stochastic
+            updates, as in Growing NCA); inference applies the expected update.
+        conveyor: start the stencil as "add the state of the cell below" (z-1) and the MLP at
+            its default init, so signals flow up the lattice from the start; otherwise stencil
+            and MLP output start at zero (the identity rule).
     """
 
     def __init__(
-        self, channels: int, hidden: int, neighbourhood: int, boundary: str, fire_rate: float = 1.0
+        self,
+        channels: int,
+        hidden: int,
+        neighbourhood: int,
+        boundary: str,
+        fire_rate: float = 1.0,
+        conveyor: bool = False,
     ) -> None:
         super().__init__()
         self.fire_rate = fire_rate
         self.offsets = neighbour_offsets(neighbourhood)
         pad_lattice(torch.zeros(1, 1, 1, 1, 1), boundary)  # validate early
         self.boundary = boundary
-        self.norm = nn.LayerNorm(channels)
-        self.perceive = nn.Linear(len(self.offsets) * channels, hidden)
+        k = len(self.offsets) * channels
+        self.stencil = nn.Linear(k, channels, bias=False)
+        self.perceive = nn.Linear(k, hidden)
         self.update = nn.Linear(hidden, channels)
-        nn.init.zeros_(self.update.weight)
-        nn.init.zeros_(self.update.bias)
+        nn.init.zeros_(self.stencil.weight)
+        if conveyor:
+            below = self.offsets.index((0, 0, -1))
+            with torch.no_grad():
+                self.stencil.weight[:, below * channels : (below + 1) * channels] = torch.eye(
+                    channels
+                )
+        else:
+            nn.init.zeros_(self.update.weight)
+            nn.init.zeros_(self.update.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = gather_neighbours(self.norm(x), self.offsets, self.boundary)
-        dx = self.update(F.gelu(self.perceive(h)))
+        h = gather_neighbours(x, self.offsets, self.boundary)
+        dx = self.stencil(h) + self.update(F.gelu(self.perceive(h)))
         if self.fire_rate < 1.0:
             if self.training:  # each cell fires independently (stochastic NCA update)
                 dx = dx * (torch.rand_like(dx[..., :1]) < self.fire_rate)
@@ -105,9 +133,11 @@ class CellRule(nn.Module):
 class Reshaper(nn.Module):
     """Maps a ``(B, D)`` embedding to ``(B, X, Y, Z, C)`` cell states and back.
 
+    ``faces`` (default): a linear map into the input face z=0 (the other cells start at zero), and
+    a zero-initialised linear read-out of the output face z=Z-1 added to the input embedding.
+    ``learned``: the same, but into and out of every cell of the lattice.
     ``plain``: an exact, invertible reshape (requires ``X*Y*Z*C == D``); ``decode(encode(e)) == e``.
-    ``learned``: a linear map into the cell states and a zero-initialised linear read-out added to
-    the input embedding, so any lattice fits any embedding dimension.
+    The learned reshapers fit any lattice to any embedding dimension.
     """
 
     def __init__(self, dim: int, cfg: CubeConfig) -> None:
@@ -115,10 +145,10 @@ class Reshaper(nn.Module):
         self.lattice = tuple(cfg.lattice)
         self.channels = cfg.channels
         self.mode = cfg.reshaper
-        size = cfg.n_cells * cfg.channels
+        x, y, z = self.lattice
+        size = (x * y if self.mode == "faces" else cfg.n_cells) * cfg.channels
         if self.mode == "plain":
             if size != dim:
-                x, y, z = self.lattice
                 raise ConfigError(
                     f"cube.lattice: {x}x{y}x{z} cells x {cfg.channels} channels = {size} values "
                     f"cannot hold a {dim}-d embedding with cube.reshaper=plain "
@@ -133,13 +163,21 @@ class Reshaper(nn.Module):
 
     def encode(self, e: torch.Tensor) -> torch.Tensor:
         """Embedding ``(B, D)`` -> cell states ``(B, X, Y, Z, C)``."""
-        flat = e if self.proj_in is None else self.proj_in(e)
-        return flat.reshape(e.shape[0], *self.lattice, self.channels)
+        b, (nx, ny, nz), c = e.shape[0], self.lattice, self.channels
+        if self.proj_in is None:
+            return e.reshape(b, nx, ny, nz, c)
+        if self.mode == "faces":  # the input face z=0; the rest of the lattice starts empty
+            face = self.proj_in(e).reshape(b, nx, ny, 1, c)
+            return torch.cat([face, face.new_zeros(b, nx, ny, nz - 1, c)], dim=3)
+        return self.proj_in(e).reshape(b, nx, ny, nz, c)
 
     def decode(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Cell states (and the input embedding ``e``) -> embedding ``(B, D)``."""
-        flat = x.reshape(x.shape[0], -1)
-        return flat if self.proj_out is None else e + self.proj_out(flat)
+        if self.proj_out is None:
+            return x.reshape(x.shape[0], -1)
+        if self.mode == "faces":  # read the output face z=Z-1 only
+            x = x[:, :, :, -1]
+        return e + self.proj_out(x.reshape(x.shape[0], -1))
 
 
 class Cube(nn.Module):
@@ -159,7 +197,12 @@ class Cube(nn.Module):
         self.steps = cfg.steps
         self.reshaper = Reshaper(dim, cfg)
         self.rule = CellRule(
-            cfg.channels, cfg.hidden, cfg.neighbourhood, cfg.boundary, cfg.fire_rate
+            cfg.channels,
+            cfg.hidden,
+            cfg.neighbourhood,
+            cfg.boundary,
+            cfg.fire_rate,
+            conveyor=cfg.reshaper == "faces",
         )
 
     def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
