@@ -29,6 +29,7 @@ def _run(config: str, out: Path, corpus: str, overrides: list[str], seed: int) -
     if not report.exists():
         sets = [f"data.corpus={corpus}", f"seed={seed}", "train.progress=false", *overrides]
         cmd = [sys.executable, "-m", "cellcube", "train", "--config", config, "--out", str(out)]
+        cmd.append("--overwrite")  # a run without a report is an unfinished attempt
         for s in sets:
             cmd += ["--set", s]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -173,3 +173,41 @@ def test_split_has_no_answer_leakage_in_a_run(trained_run):
     assert len(rows) == len(split_pairs(load_builtin("zaragoza")[:120], seed=0).train) + len(
         by_split["val"]
     ) + len(by_split["test"])
+
+
+def _tiny_args(out: Path, cache: Path, *extra: str) -> list[str]:
+    sets = [*TINY, f"cache.path={cache}", *extra]
+    return ["train", "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+
+
+def test_cli_resume_finishes_an_interrupted_run(tmp_path, qa_file, trained_run):
+    """A run cut off after the cube: resume keeps the cube, trains the rest, writes the report."""
+    _, cache = trained_run
+    run = tmp_path / "run"
+    assert main(_tiny_args(run, cache, f"data.path={qa_file}", "eval.baselines=false")) == 0
+    cube_ckpt = (run / "models" / "cube" / "checkpoints" / "best.ckpt").read_bytes()
+    (run / "report.json").unlink()  # "killed" before evaluation; resume re-enables baselines
+    assert main(["train", "--resume", "--out", str(run), "--set", "eval.baselines=true"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["models"]) == MODELS
+    assert (run / "models" / "cube" / "checkpoints" / "best.ckpt").read_bytes() == cube_ckpt
+
+
+def test_autoencoder_mode_maps_each_text_to_itself(tmp_path, qa_file, trained_run):
+    _, cache = trained_run
+    run = tmp_path / "ae"
+    assert main(_tiny_args(run, cache, f"data.path={qa_file}", "mode=autoencoder")) == 0
+    rows = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    assert all(r["question"] == r["answer"] for r in rows)
+    report = json.loads((run / "report.json").read_text())
+    assert report["models"]["identity"]["mrr"] == pytest.approx(1.0)
+
+
+def test_plain_reshaper_runs_end_to_end(tmp_path, qa_file, trained_run):
+    """The spec's exact reshape: 384 = 2x2x2 cells x 48 channels; its 0-step cube is identity."""
+    _, cache = trained_run
+    run = tmp_path / "plain"
+    args = _tiny_args(run, cache, f"data.path={qa_file}", "cube.reshaper=plain", "cube.channels=48")
+    assert main(args) == 0
+    models = json.loads((run / "report.json").read_text())["models"]
+    assert models["cube_0_steps"]["mrr"] == pytest.approx(models["identity"]["mrr"])

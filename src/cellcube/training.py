@@ -94,9 +94,11 @@ class MapperModule(L.LightningModule):
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         return self.model(q)
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         q, a, ids = batch
         total, parts = self.loss(self.model(q), a, ids)
+        if not total.requires_grad:  # e.g. a plain-reshaper cube with 0 steps: nothing to learn
+            return None
         if not torch.isfinite(total):
             raise FloatingPointError(
                 f"non-finite loss at epoch {self.current_epoch}, batch {batch_idx}"
