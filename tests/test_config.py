@@ -35,7 +35,7 @@ def test_overrides_parse_yaml_values():
 
 
 def test_dump_round_trips(tmp_path):
-    cfg = load_config(None, ["cube.steps=2", "mode=autoencoder"])
+    cfg = load_config(None, ["cube.steps=5", "mode=autoencoder"])
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
@@ -55,6 +55,7 @@ def test_dump_round_trips(tmp_path):
             r"c.yaml: data: val_fraction \+ test_fraction .*10%",
         ),
         ("mode: chat\n", r"c.yaml: mode"),
+        ("cube:\n  lattice: [4, 4, 8]\n  steps: 3\n", r"c.yaml: cube: steps=3 .*steps >= 7"),
         ("- a\n- b\n", r"c.yaml: top level must be a mapping"),
         ("cube: [\n", r"c.yaml:\d+: "),
     ],

@@ -126,7 +126,7 @@ def test_faces_reshaper_needs_steps_to_cross_the_lattice():
 
 
 def test_faces_reshaper_sizes_its_projections_to_one_face():
-    cube = Cube(384, _cfg(lattice=(4, 4, 8), channels=16, reshaper="faces"))
+    cube = Cube(384, _cfg(lattice=(4, 4, 8), channels=16, steps=7, reshaper="faces"))
     assert cube.reshaper.proj_in.weight.shape == (4 * 4 * 16, 384)
     assert cube.reshaper.proj_out.weight.shape == (384, 4 * 4 * 16)
 

@@ -87,6 +87,17 @@ class CubeConfig(_Section):
             raise ValueError(f"lattice sides must be >= 1, got {list(value)}")
         return value
 
+    @model_validator(mode="after")
+    def _reach(self) -> CubeConfig:
+        depth = self.lattice[2]
+        if self.reshaper == "faces" and 0 < self.steps < depth - 1:
+            raise ValueError(
+                f"steps={self.steps} cannot carry information from the input face (z=0) to the "
+                f"output face (z={depth - 1}); use steps >= {depth - 1}, a shallower lattice, "
+                "or steps=0 for the ablation"
+            )
+        return self
+
     @property
     def n_cells(self) -> int:
         return math.prod(self.lattice)
@@ -98,7 +109,7 @@ class TrainConfig(_Section):
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(3.0, ge=0)
     temperature: float = Field(0.05, gt=0)
     cosine_weight: float = Field(1.0, ge=0)
     patience: int = Field(8, ge=1)
