@@ -211,3 +211,23 @@ def test_plain_reshaper_runs_end_to_end(tmp_path, qa_file, trained_run):
     assert main(args) == 0
     models = json.loads((run / "report.json").read_text())["models"]
     assert models["cube_0_steps"]["mrr"] == pytest.approx(models["identity"]["mrr"])
+
+
+def test_train_with_a_local_transformers_teacher_in_fp16(tmp_path, qa_file, tiny_bert_dir):
+    """The hub/local-path loading code, end to end: a model directory through the CLI."""
+    run = tmp_path / "bert"
+    args = _tiny_args(
+        run,
+        tmp_path / "cache.sqlite",
+        f"data.path={qa_file}",
+        "teacher.kind=transformers",
+        f"teacher.model={tiny_bert_dir}",
+        "teacher.dtype=float16",
+    )
+    assert main(args) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["teacher"].startswith("transformers:") and "float16" in report["teacher"]
+    assert set(report["models"]) == MODELS
+    cube = torch.load(run / "models" / "cube" / "checkpoints" / "best.ckpt", weights_only=False)
+    # the tiny BERT is 32-d: the cube's read-out maps its output face back to 32 dimensions
+    assert cube["state_dict"]["model.reshaper.proj_out.weight"].shape[0] == 32

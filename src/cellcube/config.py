@@ -79,6 +79,7 @@ class CubeConfig(_Section):
     boundary: Literal["zero", "periodic"] = "zero"
     reshaper: Literal["faces", "learned", "plain"] = "faces"
     fire_rate: float = Field(1.0, gt=0, le=1)
+    checkpointing: bool = False
 
     @field_validator("lattice")
     @classmethod

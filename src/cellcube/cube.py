@@ -33,6 +33,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import CubeConfig
 from .errors import ConfigError
@@ -195,6 +196,7 @@ class Cube(nn.Module):
         super().__init__()
         self.dim = dim
         self.steps = cfg.steps
+        self.checkpointing = cfg.checkpointing
         self.reshaper = Reshaper(dim, cfg)
         self.rule = CellRule(
             cfg.channels,
@@ -208,5 +210,10 @@ class Cube(nn.Module):
     def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         x = self.reshaper.encode(e)
         for _ in range(self.steps if steps is None else steps):
-            x = self.rule(x)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                # keep only each step's input; recompute the step in backward: activation
+                # memory grows with one lattice per step instead of the rule's intermediates
+                x = checkpoint(self.rule, x, use_reentrant=False)
+            else:
+                x = self.rule(x)
         return self.reshaper.decode(x, e)
