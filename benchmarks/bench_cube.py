@@ -45,7 +45,7 @@ def bench_model(name: str, cfg, dim: int, batch: int) -> dict[str, float]:
     with torch.no_grad():  # non-zero read-out so the whole graph is exercised
         for p in model.parameters():
             p.normal_(0, 0.02)
-    loss = build_loss(cfg.train)
+    loss = build_loss(cfg.loss)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     q = F.normalize(torch.randn(batch, dim), dim=-1)
     a = F.normalize(torch.randn(batch, dim), dim=-1)

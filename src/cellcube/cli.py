@@ -105,6 +105,14 @@ def _ask(args: argparse.Namespace) -> None:
             print(f"  {rank}. [{score:.3f}] {text}")
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError escaping a command: the file at fault, then the system's reason."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    line = f"{' -> '.join(names)}: {reason}" if names else f"I/O error: {reason}"
+    return " ".join(line.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellcube`` console script; returns the process exit status."""
     args = _parser().parse_args(argv)
@@ -112,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"train": _train, "evaluate": _evaluate, "ask": _ask}[args.command](args)
     except CellcubeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or vanished directory, ... outside atomic_open
+        print(f"error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The one configuration object, validated at the edge.
 
 A run is described by a single YAML file (``configs/default.yaml`` is the shipped default) whose
-sections mirror the pipeline: ``data`` -> ``teacher`` -> ``cube`` -> ``train`` -> ``eval``.
+sections mirror the pipeline: ``data`` -> ``teacher`` -> ``cube`` -> ``train`` -> ``loss`` ->
+``eval``.
 :func:`load_config` reads it, applies ``--set section.key=value`` overrides, and validates
 everything with pydantic: an unknown key or a bad value becomes one :class:`ConfigError` line
 naming the key, so no stage ever sees an unchecked setting. Every key is documented in the README.
@@ -28,13 +29,14 @@ from .errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `temperature: .nan` is a config error, not a NaN loss.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
     """Where the question/answer pairs come from and how they are split."""
 
-    corpus: Literal["chatterbot", "zaragoza"] = "chatterbot"
+    corpus: Literal["chatterbot", "zaragoza", "tech"] = "chatterbot"
     path: str | None = None
     question_field: str = "question"
     answer_field: str = "answer"
@@ -111,12 +113,42 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(3.0, ge=0)
-    temperature: float = Field(0.05, gt=0)
-    cosine_weight: float = Field(1.0, ge=0)
     patience: int = Field(8, ge=1)
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = "cpu"
     progress: bool = True
+
+
+class LossConfig(_Section):
+    """The training objective (:mod:`cellcube.losses`), its mined negatives and curriculum.
+
+    The weights ``infonce`` .. ``diversity`` scale the terms of the sum; 0 leaves a term out.
+    """
+
+    infonce: float = Field(1.0, ge=0)
+    cosine: float = Field(1.0, ge=0)
+    mse: float = Field(0.0, ge=0)
+    triplet: float = Field(0.0, ge=0)
+    diversity: float = Field(0.0, ge=0)
+    temperature: float = Field(0.05, gt=0)
+    margin: float = Field(0.2, ge=0)
+    hard_negatives: int = Field(0, ge=0)
+    random_negatives: int = Field(0, ge=0)
+    refresh_every: int = Field(1, ge=1)
+    mine_by: Literal["prediction", "answer"] = "prediction"
+    curriculum: bool = False
+    curriculum_epochs: int = Field(10, ge=1)
+    curriculum_start: float = Field(0.2, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _something_to_fit(self) -> LossConfig:
+        if self.infonce + self.cosine + self.mse + self.triplet == 0:
+            raise ValueError("at least one of infonce, cosine, mse, triplet must have a weight > 0")
+        return self
+
+    @property
+    def n_negatives(self) -> int:
+        return self.hard_negatives + self.random_negatives
 
 
 class EvalConfig(_Section):
@@ -137,11 +169,54 @@ class Config(_Section):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     cube: CubeConfig = Field(default_factory=CubeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists, not tuples) suitable for YAML and checkpoints."""
         return self.model_dump(mode="json")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error.
+
+    PyYAML silently keeps the last of duplicate keys, so ``epochs: 5`` followed later by
+    ``epochs: 50`` would train for 50 epochs without a word; here it is a ConfigError naming the
+    key and both lines.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # unhashable key: let PyYAML report it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {_short(key)} (first at line {first})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_load(text: str) -> Any:
+    """Parse YAML with :class:`_UniqueKeyLoader`; absurd nesting becomes a YAMLError."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's 4300-digit limit
+        raise yaml.YAMLError(f"invalid value ({_short(str(exc)).strip(chr(39))})") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (error messages stay readable)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -151,18 +226,19 @@ def _format_error(exc: ValidationError, source: str) -> str:
         return f"{source}: unknown key '{key}'"
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {key}: {msg} (got {err.get('input')!r}){more}"
+    msg = " ".join(str(msg).split())
+    return f"{source}: {key}: {msg} (got {_short(err.get('input'))}){more}"
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. cube.steps=8")
+        raise ConfigError(f"--set {_short(item)}: expected key=value, e.g. cube.steps=8")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"--set {item!r}: empty key segment")
+        raise ConfigError(f"--set {_short(item)}: empty key segment")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -176,7 +252,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         for p in parts[:-1]:
             child = node.setdefault(p, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{p}' is not a section")
+                raise ConfigError(f"--set {_short(item)}: {_short(p)} is not a section")
             node = child
         node[parts[-1]] = value
     return raw
@@ -198,12 +274,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = _yaml_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise ConfigError(f"{path}{where}: {problem}") from None
+            problem = getattr(exc, "problem", None) or str(exc) or "invalid YAML"
+            raise ConfigError(f"{path}{where}: {' '.join(problem.split())}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -2,8 +2,9 @@
 
 cellcube learns to map the embedding of a question to the embedding of its answer, so all of its
 training data is a list of :class:`QAPair`. This module produces those lists from user files
-(JSONL/NDJSON, CSV, TSV) and from two corpora shipped as installed Python packages
-(``chatterbot`` and ``zaragoza``; no network access), and splits them into train/val/test.
+(JSONL/NDJSON, CSV, TSV) and from built-in corpora (``chatterbot`` and ``zaragoza``, shipped as
+installed Python packages, and ``tech``, shipped with cellcube; no network access), and splits
+them into train/val/test.
 
 Design points:
 
@@ -24,7 +25,7 @@ import io
 import itertools
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,15 @@ class QAPair:
     """One training example: a question, its answer, and where it came from.
 
     ``origin`` is provenance for reports and error messages, e.g. ``"data.jsonl:12"``,
-    ``"chatterbot:ai.yml"`` or ``"zaragoza:bygglov-001"``.
+    ``"chatterbot:ai.yml"`` or ``"zaragoza:bygglov-001"``. ``domain`` is an optional topic label
+    (the zaragoza category, the tech corpus domain); it is metadata only, so it takes no part in
+    equality or hashing, and is None where the source has none.
     """
 
     question: str
     answer: str
     origin: str
+    domain: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Split:
     test: list[QAPair]
 
 
-BUILTIN_CORPORA: tuple[str, ...] = ("chatterbot", "zaragoza")
+BUILTIN_CORPORA: tuple[str, ...] = ("chatterbot", "zaragoza", "tech")
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _SUPPORTED_SUFFIXES = (*_JSONL_SUFFIXES, ".csv", ".tsv")
@@ -96,6 +100,8 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: is a directory, not a data file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise DataError(f"{path!r}: invalid file name ({exc})") from None
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM) :]
     try:
@@ -140,7 +146,27 @@ def _field_text(where: str, record: dict[str, Any], field: str) -> str:
     text = value.strip()
     if not text:
         raise DataError(f"{where}: field '{field}' is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape such as "\ud800"
+        raise DataError(
+            f"{where}: field '{field}' is not valid Unicode (unpaired surrogate escape)"
+        ) from None
     return text
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object repeats a key (raised by :func:`_unique_object`)."""
+
+
+def _unique_object(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` object hook: a repeated key is an error, not "the last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +220,9 @@ def load_jsonl(
             continue
         where = f"{p}:{lineno}"
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_object)
+        except _DuplicateKey as exc:
+            raise DataError(f"{where}: duplicate key {str(exc)!r} in one record") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
         except RecursionError:
@@ -282,9 +310,12 @@ def load_builtin(name: str) -> list[QAPair]:
 
     ``"chatterbot"``: every pair of consecutive turns in the English ``chatterbot_corpus``
     conversations (files in name order), origin ``"chatterbot:<file>"``. ``"zaragoza"``: the
-    English Zaragoza construction FAQ, origin ``"zaragoza:<id>"``. Turns or records that are not
-    non-empty strings are skipped (some YAML turns parse as numbers or booleans). Texts are
-    stripped and exact duplicate pairs dropped. An unknown name raises :class:`DataError`.
+    English Zaragoza construction FAQ, origin ``"zaragoza:<id>"``, domain its category. ``"tech"``:
+    the curated technical Q&A shipped in ``cellcube/corpora/tech_qa.jsonl`` (domains ``ai_ml``,
+    ``computer_science``, ``programming``, ``data_science``, ``nlp``), origin ``"tech:<line>"``.
+    Turns or records that are not non-empty strings are skipped (some YAML turns parse as numbers
+    or booleans). Texts are stripped and exact duplicate pairs dropped. An unknown name raises
+    :class:`DataError`.
     """
     if name not in BUILTIN_CORPORA:
         raise DataError(
@@ -296,7 +327,8 @@ def load_builtin(name: str) -> list[QAPair]:
 @functools.cache
 def _load_builtin_cached(name: str) -> tuple[QAPair, ...]:
     """Load and cache a built-in corpus (parsing the YAML files takes about a second)."""
-    loader = _load_chatterbot if name == "chatterbot" else _load_zaragoza
+    loaders = {"chatterbot": _load_chatterbot, "zaragoza": _load_zaragoza, "tech": _load_tech}
+    loader = loaders[name]
     pairs = _dedupe(loader())
     if not pairs:
         raise DataError(f"built-in corpus {name!r}: no question/answer pairs found")
@@ -364,7 +396,36 @@ def _load_zaragoza() -> list[QAPair]:
         question = _clean_turn(record.get("q"))
         answer = _clean_turn(record.get("a"))
         if question is not None and answer is not None:
-            pairs.append(QAPair(question, answer, f"zaragoza:{record.get('id', index)}"))
+            origin = f"zaragoza:{record.get('id', index)}"
+            pairs.append(QAPair(question, answer, origin, _clean_turn(record.get("category"))))
+    return pairs
+
+
+def _load_tech() -> list[QAPair]:
+    """Records of the curated technical Q&A file ``cellcube/corpora/tech_qa.jsonl``.
+
+    The file ships with cellcube, so a malformed record is a packaging bug and raises
+    :class:`DataError` naming ``tech:<line>`` rather than being skipped.
+    """
+    try:
+        text = resources.files("cellcube").joinpath("corpora", "tech_qa.jsonl").read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"built-in corpus 'tech': cannot read tech_qa.jsonl ({exc})") from None
+    pairs: list[QAPair] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"tech:{lineno}"
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{where}: not valid JSON ({_one_line(str(exc))})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {_type_name(record)}")
+        question = _field_text(where, record, "question")
+        answer = _field_text(where, record, "answer")
+        domain = _field_text(where, record, "domain")
+        pairs.append(QAPair(question, answer, where, domain))
     return pairs
 
 

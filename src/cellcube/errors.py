@@ -27,3 +27,9 @@ class TeacherError(CellcubeError):
 
 class CheckpointError(CellcubeError):
     """A missing, truncated or otherwise unreadable checkpoint or run directory."""
+
+
+class TrainingError(CellcubeError):
+    """Training cannot go on, e.g. a NaN/inf loss or embedding (usually a too-large learning rate
+    or a broken teacher); the message names the model, epoch and batch, and the last good
+    checkpoint to resume from."""

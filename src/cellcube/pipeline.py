@@ -3,7 +3,8 @@
 A run directory holds everything needed to evaluate or query it again::
 
     RUN/config.yaml            the resolved, validated config
-    RUN/pairs.jsonl            every pair with its split (train / val / test)
+    RUN/pairs.jsonl            every pair with its split (train / val / test); train pairs
+                               also with their curriculum difficulty
     RUN/models/<name>/         checkpoints/{best,last}.ckpt and logs/ for cube, mlp, cube_0_steps
     RUN/models/ridge.pt        the ridge baseline (alpha chosen on validation)
     RUN/report.json            test metrics of every model (written by train and evaluate)
@@ -28,10 +29,11 @@ from . import __version__
 from .baselines import TRAINED_MODELS, Ridge, build_model, fit_ridge, mean_answer, n_params
 from .cache import EmbeddingCache, embed_texts
 from .config import Config, dump_config, load_config
+from .curriculum import teacher_difficulty
 from .data import QAPair, Split, autoencoder_pairs, load_builtin, load_pairs, split_pairs
 from .decoder import PhraseBank, read_bank_file
 from .errors import CellcubeError, CheckpointError, DataError
-from .io import atomic_open, write_json, write_text
+from .io import atomic_open, remove_stale_temps, run_lock, write_json, write_text, write_torch
 from .metrics import retrieval_metrics
 from .teachers import Teacher, TeacherSpec, load_teacher
 from .training import EmbeddedSplit, fit, load_weights
@@ -99,16 +101,20 @@ def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[st
     return out
 
 
-def write_pairs(path: Path, split: Split) -> None:
+def write_pairs(path: Path, split: Split, difficulty: torch.Tensor) -> None:
+    """One JSON line per pair with its split; train pairs also carry their curriculum
+    ``difficulty`` (see :func:`cellcube.curriculum.teacher_difficulty`)."""
     with atomic_open(path, "w") as fh:
         for name in SPLITS:
-            for p in getattr(split, name):
+            for i, p in enumerate(getattr(split, name)):
                 rec = {
                     "split": name,
                     "question": p.question,
                     "answer": p.answer,
                     "origin": p.origin,
                 }
+                if name == "train":
+                    rec["difficulty"] = round(float(difficulty[i]), 4)
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
@@ -135,6 +141,24 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
 
 
 def train_run(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate into ``run_dir`` (see :func:`_train_run`) holding its run lock.
+
+    Only one process works on a run directory at a time (:func:`cellcube.io.run_lock`); under
+    the lock, temporary files left by a killed earlier process are removed before anything else.
+    """
+    with run_lock(run_dir):
+        remove_stale_temps(run_dir)
+        return _train_run(cfg, run_dir, resume=resume, overwrite=overwrite, log=log)
+
+
+def _train_run(
     cfg: Config,
     run_dir: Path,
     *,
@@ -173,7 +197,9 @@ def train_run(
         if run_dir.exists():
             shutil.rmtree(run_dir / "models", ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_pairs(run_dir / "pairs.jsonl", split)
+        tr = emb["train"]
+        difficulty = teacher_difficulty(tr.q, tr.a, tr.answer_ids, tr.candidates)
+        write_pairs(run_dir / "pairs.jsonl", split, difficulty)
     write_text(run_dir / "config.yaml", dump_config(cfg))
     for name, model in models.items():
         model_dir = run_dir / "models" / name
@@ -194,8 +220,7 @@ def train_run(
             emb["val"].candidates,
             cfg.eval.ridge_alphas,
         )
-        with atomic_open(run_dir / "models" / "ridge.pt", "wb") as fh:
-            torch.save(ridge.state_dict(), fh)
+        write_torch(run_dir / "models" / "ridge.pt", ridge.state_dict())
     plot_training(run_dir, names)
     return evaluate_embedded(cfg, run_dir, emb)
 
@@ -326,6 +351,22 @@ class Answerer:
             return self.bank.search(self.model(q), k)
 
 
+def _epoch_series(rows: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(epoch + 1, value) points of one metric from Lightning's metrics.csv rows.
+
+    The log is appended to, not written atomically, so after a kill -9 and ``--resume`` it can
+    hold a torn last line and repeated epochs: unparsable rows are skipped and the last value of
+    an epoch wins.
+    """
+    points: dict[int, float] = {}
+    for row in rows:
+        try:
+            points[int(row["epoch"]) + 1] = float(row[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sorted(points.items())
+
+
 def plot_training(run_dir: Path, names: Sequence[str]) -> None:
     """Validation MRR and training loss per epoch for each trained model -> plots/training.png."""
     import csv
@@ -340,10 +381,9 @@ def plot_training(run_dir: Path, names: Sequence[str]) -> None:
         path = run_dir / "models" / name / "logs" / "metrics.csv"
         if not path.exists():
             continue
-        with path.open() as fh:
+        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        val = [(int(r["epoch"]) + 1, float(r["val_mrr"])) for r in rows if r.get("val_mrr")]
-        loss = [(int(r["epoch"]) + 1, float(r["train_loss"])) for r in rows if r.get("train_loss")]
+        val, loss = _epoch_series(rows, "val_mrr"), _epoch_series(rows, "train_loss")
         if val:
             ax_mrr.plot(*zip(*val, strict=True), label=name)
         if loss:

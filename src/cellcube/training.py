@@ -4,15 +4,20 @@ One routine, :func:`fit`, trains the cube and the trained baselines (``mlp``, ``
 with the same loss, optimiser and budget, so their numbers are comparable. Lightning provides the
 loop, progress bar, CSV/TensorBoard logging, precision flags, early stopping on validation MRR and
 checkpointing; a checkpoint (``best.ckpt`` / ``last.ckpt``) holds model, optimiser, loop and
-callback state plus cellcube's own config, so ``resume=True`` continues exactly where ``last.ckpt``
-left off. Shuffling uses a sampler seeded by ``(seed, epoch)``, which makes runs deterministic on
-CPU and resumption exact at epoch boundaries.
+callback state plus cellcube's own config and the torch/numpy/python RNG states, so
+``resume=True`` continues exactly where ``last.ckpt`` left off. Shuffling uses a sampler seeded by
+``(seed, epoch)``, which makes runs deterministic on CPU and resumption exact at epoch boundaries.
+Checkpoints are written at the end of every epoch, so resume granularity is one epoch: a run killed
+mid-epoch loses at most that epoch's work. Every checkpoint is written atomically
+(:class:`AtomicCheckpointIO`), and :class:`~cellcube.guards.FiniteGuard` stops training at the
+first NaN/inf with a :class:`~cellcube.errors.TrainingError`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -28,10 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from .config import Config
+from .curriculum import curriculum_weights, teacher_difficulty
 from .errors import CheckpointError
-from .io import atomic_open
+from .guards import FiniteGuard
+from .io import write_torch
 from .losses import build_loss
 from .metrics import retrieval_metrics
+from .negatives import NegativeMiner
 
 
 @dataclass
@@ -76,33 +85,88 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        with atomic_open(path, "wb") as fh:
-            torch.save(checkpoint, fh)
+        write_torch(path, checkpoint)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's own read (``--resume``): a damaged file is one CheckpointError naming it."""
+        return load_checkpoint(Path(path))
 
 
 class MapperModule(L.LightningModule):
-    """Wraps an embedding->embedding model with the cellcube loss and validation retrieval."""
+    """Wraps an embedding->embedding model with the cellcube loss and validation retrieval.
 
-    def __init__(self, model: nn.Module, cfg: Config, name: str, val: EmbeddedSplit) -> None:
+    The loss is :func:`cellcube.losses.build_loss` of ``cfg.loss``; with ``loss.hard_negatives``
+    or ``loss.random_negatives`` each batch also gets negatives from the TRAIN answers
+    (:class:`~cellcube.negatives.NegativeMiner`, a submodule, so its mined ids are checkpointed),
+    and with ``loss.curriculum`` per-pair weights from :mod:`cellcube.curriculum`.
+    """
+
+    def __init__(
+        self, model: nn.Module, cfg: Config, name: str, train: EmbeddedSplit, val: EmbeddedSplit
+    ) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.name = name
-        self.loss = build_loss(cfg.train)
-        self._val = val
+        self.loss = build_loss(cfg.loss)
+        self._train, self._val = train, val
+        lc = cfg.loss
+        self.negatives = (
+            NegativeMiner(
+                train.candidates,
+                train.answer_ids,
+                hard=lc.hard_negatives,
+                random=lc.random_negatives,
+                refresh_every=lc.refresh_every,
+                mine_by=lc.mine_by,
+                seed=cfg.seed,
+            )
+            if lc.n_negatives
+            else None
+        )
+        self._difficulty = (
+            teacher_difficulty(train.q, train.a, train.answer_ids, train.candidates)
+            if lc.curriculum
+            else None
+        )
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         return self.model(q)
 
+    def on_train_epoch_start(self) -> None:
+        """Re-mine hard negatives when due: by the model's current predictions (or answers)."""
+        miner = self.negatives
+        if miner is None or not miner.due(self.current_epoch):
+            return
+        queries = self._train.a.to(self.device)
+        if miner.mine_by == "prediction":
+            was_training = self.model.training
+            self.model.eval()  # the expected update: no randomness, so no global RNG draws
+            with torch.no_grad():
+                queries = self.model(self._train.q.to(self.device))
+            self.model.train(was_training)
+        miner.mine(queries, self.current_epoch)
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
-        q, a, ids = batch
-        total, parts = self.loss(self.model(q), a, ids)
+        q, a, ids, rows = batch
+        negatives = negative_ids = weights = None
+        if self.negatives is not None:
+            negative_ids = self.negatives.sample(rows, self.current_epoch, batch_idx)
+            negatives = self.negatives.bank[negative_ids]  # unit-norm train answers
+        if self._difficulty is not None:
+            lc = self.cfg.loss
+            weights = curriculum_weights(
+                self._difficulty[rows.cpu()],
+                self.current_epoch,
+                lc.curriculum_epochs,
+                lc.curriculum_start,
+            ).to(q.device)
+            self.log("train_curriculum_fraction", weights.mean(), on_step=False, on_epoch=True)
+        total, parts = self.loss(self.model(q), a, ids, negatives, negative_ids, weights)
         if not total.requires_grad:  # e.g. a plain-reshaper cube with 0 steps: nothing to learn
             return None
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite loss at epoch {self.current_epoch}, batch {batch_idx}"
-            )
         self.log("train_loss", total, prog_bar=True, on_step=False, on_epoch=True)
         for key, value in parts.items():
             self.log(f"train_{key}", value, on_step=False, on_epoch=True)
@@ -121,7 +185,48 @@ class MapperModule(L.LightningModule):
         return torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["cellcube"] = {"config": self.cfg.to_dict(), "model": self.name}
+        """Add cellcube's config and the torch/numpy/python RNG states to Lightning's checkpoint.
+
+        Lightning stores model, optimiser, loops and callbacks; the batch order is a function of
+        (seed, epoch) (:class:`EpochSeededSampler`); the RNG states make the random parts of
+        training (``cube.fire_rate < 1``) continue after ``--resume`` exactly as without the
+        interruption.
+        """
+        checkpoint["cellcube"] = {
+            "config": self.cfg.to_dict(),
+            "model": self.name,
+            "rng": _rng_states(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the RNG states saved by :meth:`on_save_checkpoint` (when present)."""
+        rng = checkpoint.get("cellcube", {}).get("rng")
+        if rng is not None:
+            try:
+                _set_rng_states(rng)
+            except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(
+                    f"checkpoint of {self.name}: unreadable RNG state ({exc.__class__.__name__})"
+                ) from None
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global torch (CPU and CUDA), numpy and python RNG states."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(rng: dict[str, Any]) -> None:
+    """Inverse of :func:`_rng_states`."""
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
 
 
 def _quiet_lightning() -> None:
@@ -157,7 +262,7 @@ def fit(
         for stale in (ckpt_dir / "best.ckpt", last):
             stale.unlink(missing_ok=True)
     loader = DataLoader(
-        TensorDataset(train.q, train.a, train.answer_ids),
+        TensorDataset(train.q, train.a, train.answer_ids, torch.arange(len(train))),
         batch_size=cfg.train.batch_size,
         sampler=EpochSeededSampler(len(train), cfg.seed),
         drop_last=len(train) > cfg.train.batch_size,
@@ -169,8 +274,13 @@ def fit(
         monitor="val_mrr",
         mode="max",
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
+    )
+    # last.ckpt at the end of EVERY epoch (Lightning's own save_last only rewrites it when `best`
+    # improves, so a resume could repeat many epochs). Lightning runs checkpoint callbacks after
+    # the others, so it also holds this epoch's early-stopping state.
+    every_epoch = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
     )
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
@@ -180,7 +290,9 @@ def fit(
         deterministic=True,
         callbacks=[
             checkpoint,
+            every_epoch,
             EarlyStopping(monitor="val_mrr", mode="max", patience=cfg.train.patience),
+            FiniteGuard(name, ckpt_dir),
         ],
         logger=[
             CSVLogger(out_dir / "logs", name="", version=""),
@@ -193,7 +305,7 @@ def fit(
         log_every_n_steps=1,
         default_root_dir=out_dir,
     )
-    module = MapperModule(model, cfg, name, val)
+    module = MapperModule(model, cfg, name, train, val)
     trainer.fit(module, loader, val_loader, ckpt_path=last if resume else None)
     best = ckpt_dir / "best.ckpt"
     return best if best.exists() else last
