@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/cellcube train --config configs/default.yaml --out $(RUN)
+	HF_HUB_OFFLINE=1 $(BIN)/cellcube train --config configs/default.yaml --out $(RUN) --overwrite
 	HF_HUB_OFFLINE=1 $(BIN)/cellcube ask $(RUN) -k 3 \
 		"What is artificial intelligence?" \
 		"Do you like music?" \
