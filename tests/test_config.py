@@ -75,3 +75,13 @@ def test_bad_override_and_missing_file():
         load_config(None, ["cube.nope=1"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config("does/not/exist.yaml")
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    keys = []
+    for section, body in Config().to_dict().items():
+        keys += [f"{section}.{key}" for key in body] if isinstance(body, dict) else [section]
+    missing = [k for k in keys if f"`{k}`" not in readme]
+    assert len(keys) > 40
+    assert not missing, f"config keys missing from the README's table: {missing}"
