@@ -33,8 +33,15 @@ def retrieval_metrics(
     """
     pred = F.normalize(pred.float(), dim=-1)
     cands = F.normalize(candidates.float(), dim=-1)
-    scores = pred @ cands.T
-    rows = torch.arange(pred.shape[0])
+    return score_metrics(pred @ cands.T, answer_ids, ks)
+
+
+def score_metrics(
+    scores: torch.Tensor, answer_ids: torch.Tensor, ks: Sequence[int] = (1, 10)
+) -> dict[str, float]:
+    """:func:`retrieval_metrics` from a ready ``(n, m)`` score matrix (e.g. an ensemble's mean
+    cosine over several embedding spaces); ``cosine`` is the mean score of the true answers."""
+    rows = torch.arange(scores.shape[0])
     true = scores[rows, answer_ids]
     rank = (scores > true[:, None]).sum(dim=1) + 1
     out = {"cosine": true.mean().item()}

