@@ -1,19 +1,43 @@
-"""Throughput of the cube's forward pass at the default config, batch 64, on this machine.
+"""Performance suite of the cube: throughput, FLOP efficiency, speed-up, memory, precision.
 
-Reports embeddings/s for inference (eval mode, no grad) and for a training step (forward,
-InfoNCE + cosine loss, backward, AdamW step), and, measured in the same run for scale, the same
-numbers for the equal-size residual MLP baseline and the teacher encoder (MiniLM) encoding short
-sentences. Ratios in one run are what to compare across machines; absolute numbers are not.
+One run measures, on this machine and in this process (``make bench``)::
 
-    python benchmarks/bench_cube.py [--config configs/default.yaml] [--batch 64] [--out FILE]
+    python benchmarks/bench_cube.py [--lattices 8x8x6,8x8x12,16x16x16] [--steps 4,8,16,32]
+        [--batch 64] [--channels 16] [--hidden 64] [--threads N] [--device cpu|cuda|auto]
+        [--compile] [--quick] [--out benchmarks/results.json]
+
+* **Throughput** (embeddings/s) of inference (eval, ``inference_mode``) and of a training step
+  (forward, InfoNCE + cosine loss, backward, AdamW step) for every lattice x steps cell, batch 64.
+  Time = the fastest of the timed repeats after a warm-up (the machine is shared; the minimum is
+  the least disturbed estimate); each cell is repeated until ``--min-time`` seconds or 5 repeats.
+* **FLOP efficiency** = the cube's achieved FLOP/s divided by the fp32 matrix-multiply FLOP/s
+  measured in the same run (large square ``A @ B``, 2 n^3 FLOPs, fastest repeat; measured before
+  every lattice, the highest is the "practical peak"). FLOPs are counted as the multiply-adds the
+  model really does, 2 FLOPs per MAC: per cell and step ``K*C*(C+H)`` (stencil + first MLP layer
+  on the gathered K-cell neighbourhood) ``+ H*C`` (second layer), plus the reshaper's two
+  projections. Bias adds, GELU, the gather and the residual add are not counted (they are the
+  overhead the efficiency exposes). A training step counts 3x the forward FLOPs (forward, input
+  gradients, weight gradients); recomputation under checkpointing is not counted as useful work.
+* **Speed-up over the per-cell reference** (``reference_cube.py``, the earlier prototype's style:
+  one embedding at a time, a Python loop over cells) at the default config, on the SAME weights;
+  the outputs are asserted equal (rtol = atol = 1e-4) before any timing counts.
+* **Peak memory of one training step vs steps**, with and without activation checkpointing
+  (:func:`peak_train_memory`), plotted to ``benchmarks/memory_vs_steps.png``.
+* **bf16 autocast** inference/training throughput and its error vs fp32, and (``--compile``)
+  ``torch.compile`` of the cell update; both run unchanged on CUDA, where memory is read from
+  ``torch.cuda.max_memory_allocated``.
+
+Training cells whose activations would not fit in ``--max-train-gib`` are measured with
+checkpointing and flagged (``train_checkpointed``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,100 +46,456 @@ import torch
 import torch.nn.functional as F
 
 from cellcube.baselines import build_model
-from cellcube.config import load_config
+from cellcube.config import Config, CubeConfig
+from cellcube.cube import Cube
 from cellcube.io import write_json
 from cellcube.losses import build_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_cube import reference_forward
 
-def _rate(step: Callable[[], None], batch: int, min_time: float = 2.0) -> float:
-    """Median embeddings/s over repeats of ``step`` after a warm-up."""
-    for _ in range(3):
-        step()
-    rates: list[float] = []
+DIM = 384  # MiniLM's embedding size
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, min_time: float, reps: int) -> float:
+    """Fastest wall time of ``fn`` over repeats (after one warm-up call)."""
+    fn()
+    _sync(device)
+    times: list[float] = []
     start = time.perf_counter()
-    while time.perf_counter() - start < min_time or len(rates) < 5:
+    while len(times) < reps and (not times or time.perf_counter() - start < min_time):
         t = time.perf_counter()
-        step()
-        rates.append(batch / (time.perf_counter() - t))
-    return statistics.median(rates)
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
-def bench_model(name: str, cfg, dim: int, batch: int) -> dict[str, float]:
-    model = build_model(name, dim, cfg)
-    with torch.no_grad():  # non-zero read-out so the whole graph is exercised
-        for p in model.parameters():
+def gemm_flops_per_s(device: torch.device) -> float:
+    """The machine's practical fp32 peak: FLOP/s of a large square matmul (fastest of repeats)."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2 * n**3 / best_time(lambda: a @ b, device, min_time=1.0, reps=10)
+
+
+def cube_config(lattice: tuple[int, int, int], channels: int, hidden: int) -> CubeConfig:
+    """The default cube (faces reshaper, 6-neighbourhood) on ``lattice``; steps are per call."""
+    return CubeConfig(lattice=lattice, channels=channels, hidden=hidden, steps=lattice[2] - 1)
+
+
+def forward_flops(cfg: CubeConfig, batch: int, steps: int, dim: int = DIM) -> int:
+    """Multiply-adds x 2 of one forward pass (see the module docstring for what is counted)."""
+    k = 7 if cfg.neighbourhood == 6 else 27
+    c, h = cfg.channels, cfg.hidden
+    per_cell_step = k * c * (c + h) + h * c
+    face = cfg.lattice[0] * cfg.lattice[1] if cfg.reshaper == "faces" else cfg.n_cells
+    reshaper = 2 * dim * face * c
+    return 2 * batch * (steps * cfg.n_cells * per_cell_step + reshaper)
+
+
+def activation_bytes(cfg: CubeConfig, batch: int, steps: int) -> int:
+    """Tensors a training step keeps per step without checkpointing: h, [stencil|hidden], GELU."""
+    k = 7 if cfg.neighbourhood == 6 else 27
+    c, h = cfg.channels, cfg.hidden
+    return 4 * batch * cfg.n_cells * steps * (k * c + (c + h) + h)
+
+
+def make_cube(cfg: CubeConfig, device: torch.device, seed: int = 0) -> Cube:
+    """A cube with small random weights everywhere (the zero-initialised read-out included)."""
+    torch.manual_seed(seed)
+    cube = Cube(DIM, cfg)
+    with torch.no_grad():
+        for p in cube.parameters():
             p.normal_(0, 0.02)
-    loss = build_loss(cfg.loss)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    q = F.normalize(torch.randn(batch, dim), dim=-1)
-    a = F.normalize(torch.randn(batch, dim), dim=-1)
-    ids = torch.arange(batch)
+    return cube.to(device)
 
-    def infer() -> None:
-        with torch.inference_mode():
-            model(q)
 
-    def train() -> None:
+def _batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    q = F.normalize(torch.randn(batch, DIM, generator=g), dim=-1).to(device)
+    a = F.normalize(torch.randn(batch, DIM, generator=g), dim=-1).to(device)
+    return q, a
+
+
+def train_step_fn(
+    model: torch.nn.Module, q: torch.Tensor, a: torch.Tensor, steps: int | None, autocast: bool
+) -> Callable[[], None]:
+    """One optimisation step: forward, InfoNCE + cosine, backward, AdamW (fp32 master weights)."""
+    loss = build_loss(Config().loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.arange(q.shape[0], device=q.device)
+    kw = {} if steps is None else {"steps": steps}
+
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
-        total, _ = loss(model(q), a, ids)
+        with torch.autocast(q.device.type, torch.bfloat16, enabled=autocast):
+            out = model(q, **kw)
+        total, _ = loss(out.float(), a, ids)
         total.backward()
         opt.step()
 
-    model.eval()
-    infer_rate = _rate(infer, batch)
-    model.train()
-    return {"inference_emb_per_s": infer_rate, "train_emb_per_s": _rate(train, batch)}
+    return step
 
 
-def bench_teacher(cfg, batch: int) -> float:
-    from cellcube.pipeline import make_teacher
+def infer_fn(
+    model: torch.nn.Module, q: torch.Tensor, steps: int | None, autocast: bool
+) -> Callable[[], torch.Tensor]:
+    kw = {} if steps is None else {"steps": steps}
 
-    teacher = make_teacher(cfg)
-    texts = [f"What is the meaning of sentence number {i} in this benchmark?" for i in range(batch)]
-    teacher.encode(texts)  # load + warm up
-    t = time.perf_counter()
-    teacher.encode(texts * 4)
-    return 4 * batch / (time.perf_counter() - t)
+    def run() -> torch.Tensor:
+        bf16 = torch.autocast(q.device.type, torch.bfloat16, enabled=autocast)
+        with torch.inference_mode(), bf16:
+            return model(q, **kw)
+
+    return run
+
+
+def peak_train_memory(cube: Cube, q: torch.Tensor, steps: int) -> int:
+    """Peak bytes of live tensors during one forward + backward of ``cube`` (training mode).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` around the step. CPU: torch's profiler with
+    ``profile_memory=True`` records every allocation (attributed to the op that made it, its
+    ``self_cpu_memory_usage``) and every release (``[memory]`` events); the running sum of these
+    in time order is the bytes held by tensors, and its maximum is the peak. Parameters, the
+    input and the gradients' final storage count only in so far as they are allocated inside.
+    """
+    cube.train()
+    for p in cube.parameters():
+        p.grad = None
+    if q.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        cube(q, steps=steps).square().sum().backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        cube(q, steps=steps).square().sum().backward()
+    deltas = []
+    for ev in prof.events():
+        used = ev.cpu_memory_usage if ev.name == "[memory]" else ev.self_cpu_memory_usage
+        if used:
+            deltas.append((ev.time_range.start, used))
+    deltas.sort()
+    live = peak = 0
+    for _, used in deltas:
+        live += used
+        peak = max(peak, live)
+    return peak
+
+
+def bench_lattice(
+    lattice: tuple[int, int, int],
+    steps_list: list[int],
+    args: argparse.Namespace,
+    device: torch.device,
+    peak: float,
+) -> dict[str, dict]:
+    """Inference and training throughput and FLOP efficiency for one lattice, every step count."""
+    cfg = cube_config(lattice, args.channels, args.hidden)
+    q, a = _batch(args.batch, device)
+    out: dict[str, dict] = {k: {} for k in ("infer", "train", "eff_infer", "eff_train", "ckpt")}
+    for steps in steps_list:
+        flops = forward_flops(cfg, args.batch, steps)
+        big = flops * 3 > 2e11  # a minute-long repeat on CPU: time it once
+        reps = 1 if big and device.type == "cpu" else 5
+        cube = make_cube(cfg, device).eval()
+        t_inf = best_time(infer_fn(cube, q, steps, False), device, args.min_time, reps)
+        ckpt = activation_bytes(cfg, args.batch, steps) > args.max_train_gib * 2**30
+        cube = make_cube(cfg.model_copy(update={"checkpointing": ckpt}), device).train()
+        t_train = best_time(train_step_fn(cube, q, a, steps, False), device, args.min_time, reps)
+        key = str(steps)
+        out["infer"][key] = args.batch / t_inf
+        out["train"][key] = args.batch / t_train
+        out["eff_infer"][key] = flops / t_inf / peak
+        out["eff_train"][key] = 3 * flops / t_train / peak
+        out["ckpt"][key] = ckpt
+        name = "x".join(map(str, lattice))
+        print(
+            f"  {name} steps {steps:>2}: inference {args.batch / t_inf:10.1f}"
+            f" emb/s (eff {flops / t_inf / peak:.2f}), training {args.batch / t_train:9.1f} emb/s"
+            f" (eff {3 * flops / t_train / peak:.2f}{', checkpointed' if ckpt else ''})",
+            flush=True,
+        )
+    return out
+
+
+def bench_reference(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
+    """Speed-up of the cube over the per-cell reference at the default config, same weights."""
+    cfg = Config().cube
+    cube = make_cube(cfg, torch.device("cpu")).eval()
+    q, _ = _batch(args.batch, torch.device("cpu"))
+    n_ref = 4
+    rows, times = [], []
+    for row in q[:n_ref]:  # fastest single embedding, the same estimator as for the cube
+        t = time.perf_counter()
+        rows.append(reference_forward(cube, row[None]))
+        times.append(time.perf_counter() - t)
+    ref, ref_rate = torch.cat(rows), 1 / min(times)
+    cube = cube.to(device)
+    with torch.inference_mode():
+        fast = cube(q.to(device)).cpu()
+    torch.testing.assert_close(fast[:n_ref], ref, rtol=1e-4, atol=1e-4)  # same rule, same numbers
+    fast_rate = args.batch / best_time(infer_fn(cube, q.to(device), None, False), device, 2.0, 50)
+    return {
+        "lattice": list(cfg.lattice),
+        "steps": cfg.steps,
+        "reference_emb_per_s": ref_rate,
+        "cube_emb_per_s": fast_rate,
+        "speedup": fast_rate / ref_rate,
+        "max_abs_diff": float((fast[:n_ref] - ref).abs().max()),
+    }
+
+
+def bench_memory(
+    device: torch.device, args: argparse.Namespace, lattice: tuple[int, int, int]
+) -> dict[str, dict[str, float]]:
+    """Peak MiB of one training step vs steps, without and with checkpointing."""
+    cfg = cube_config(lattice, args.channels, args.hidden)
+    q, _ = _batch(args.batch, device)
+    curve: dict[str, dict[str, float]] = {"plain": {}, "checkpointed": {}}
+    for ckpt, name in ((False, "plain"), (True, "checkpointed")):
+        cube = make_cube(cfg.model_copy(update={"checkpointing": ckpt}), device)
+        for steps in args.steps:
+            curve[name][str(steps)] = peak_train_memory(cube, q, steps) / 2**20
+    return curve
+
+
+def bench_bf16(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
+    """bf16 autocast vs fp32 on 8x8x6, 8 steps: throughput and the error of the outputs."""
+    cfg = cube_config((8, 8, 6), args.channels, args.hidden)
+    q, a = _batch(args.batch, device)
+    cube = make_cube(cfg, device).eval()
+    with torch.inference_mode():
+        ref = cube(q, steps=8)
+        with torch.autocast(device.type, torch.bfloat16):
+            low = cube(q, steps=8).float()
+    res: dict[str, float] = {
+        "max_rel_err": float((low - ref).norm(dim=-1).div(ref.norm(dim=-1)).max()),
+        "min_cosine": float(F.cosine_similarity(low, ref, dim=-1).min()),
+    }
+    for name, ac in (("fp32", False), ("bf16", True)):
+        cube = make_cube(cfg, device).eval()
+        res[f"{name}_inference_emb_per_s"] = args.batch / best_time(
+            infer_fn(cube, q, 8, ac), device, args.min_time, 5
+        )
+        cube.train()
+        res[f"{name}_train_emb_per_s"] = args.batch / best_time(
+            train_step_fn(cube, q, a, 8, ac), device, args.min_time, 5
+        )
+    return res
+
+
+def bench_compile(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
+    """``torch.compile`` of the cell update (one step) vs eager, 8x8x6 and 8 steps."""
+    cfg = cube_config((8, 8, 6), args.channels, args.hidden)
+    q, a = _batch(args.batch, device)
+    res: dict[str, float] = {}
+    for name in ("eager", "compiled"):
+        cube = make_cube(cfg, device)
+        if name == "compiled":
+            cube.rule.step = torch.compile(cube.rule.step)
+            t = time.perf_counter()
+            infer_fn(cube.eval(), q, 8, False)()
+            train_step_fn(cube.train(), q, a, 8, False)()
+            res["compile_s"] = time.perf_counter() - t
+        res[f"{name}_inference_emb_per_s"] = args.batch / best_time(
+            infer_fn(cube.eval(), q, 8, False), device, args.min_time, 5
+        )
+        res[f"{name}_train_emb_per_s"] = args.batch / best_time(
+            train_step_fn(cube.train(), q, a, 8, False), device, args.min_time, 5
+        )
+    return res
+
+
+def bench_context(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
+    """Default cube vs the equal-size MLP baseline and the teacher, for scale."""
+    cfg = Config()
+    q, a = _batch(args.batch, device)
+    res: dict[str, float] = {}
+    for name in ("cube", "mlp"):
+        model = build_model(name, DIM, cfg).to(device)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.02)
+        res[f"{name}_inference_emb_per_s"] = args.batch / best_time(
+            infer_fn(model.eval(), q, None, False), device, 1.0, 50
+        )
+        res[f"{name}_train_emb_per_s"] = args.batch / best_time(
+            train_step_fn(model.train(), q, a, None, False), device, 1.0, 50
+        )
+    if not args.quick:
+        from cellcube.pipeline import make_teacher
+
+        teacher = make_teacher(cfg)
+        texts = [f"What does sentence number {i} of this benchmark mean?" for i in range(64)]
+        teacher.encode(texts)  # load + warm up
+        t = time.perf_counter()
+        teacher.encode(texts * 4)
+        res["teacher_encode_emb_per_s"] = 4 * len(texts) / (time.perf_counter() - t)
+    return res
+
+
+def plot_memory(curve: dict[str, dict[str, float]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cellcube.io import atomic_open
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, pts in curve.items():
+        xs = [int(s) for s in pts]
+        ax.plot(xs, list(pts.values()), marker="o", label=name)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("peak memory of a training step (MiB)")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([int(s) for s in next(iter(curve.values()))])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _lattice(text: str) -> tuple[int, int, int]:
+    x, y, z = (int(v) for v in text.lower().split("x"))
+    return x, y, z
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--lattices", default="8x8x6,8x8x12,16x16x16")
+    ap.add_argument("--steps", default="4,8,16,32")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--dim", type=int, default=384, help="embedding dimension (MiniLM: 384)")
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per cell")
+    ap.add_argument("--max-train-gib", type=float, default=3.0)
+    ap.add_argument("--memory-lattice", default="8x8x6")
+    ap.add_argument("--efficiency", default="16x16x16:32:128:4", help="LATTICE:C:H:STEPS probe")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the rule")
+    ap.add_argument("--quick", action="store_true", help="small smoke run (tests)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    ap.add_argument("--plot", type=Path, default=Path("benchmarks/memory_vs_steps.png"))
     args = ap.parse_args()
-    cfg = load_config(args.config)
-    cube = bench_model("cube", cfg, args.dim, args.batch)
-    mlp = bench_model("mlp", cfg, args.dim, args.batch)
-    teacher = bench_teacher(cfg, args.batch)
-    c = cfg.cube
-    result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "config": {
-            "lattice": list(c.lattice),
-            "channels": c.channels,
-            "hidden": c.hidden,
-            "steps": c.steps,
-            "neighbourhood": c.neighbourhood,
-            "batch": args.batch,
-        },
-        "cube": cube,
-        "mlp_same_params": mlp,
-        "teacher_encode_emb_per_s": teacher,
-        "ratios": {
-            "cube_inference_vs_teacher": cube["inference_emb_per_s"] / teacher,
-            "cube_inference_vs_mlp": cube["inference_emb_per_s"] / mlp["inference_emb_per_s"],
-            "cube_train_vs_mlp": cube["train_emb_per_s"] / mlp["train_emb_per_s"],
-        },
-    }
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, cube and peak alike
+    args.steps = [int(s) for s in args.steps.split(",")]
+    lattices = [_lattice(t) for t in args.lattices.split(",")]
+    started = time.perf_counter()
+    result: dict[str, object] = {"machine": machine(device)}
+
+    peaks = [gemm_flops_per_s(device)]
+    print(f"fp32 GEMM: {peaks[0] / 1e9:.1f} GFLOP/s", flush=True)
+    ref = bench_reference(device, args)
+    print(f"per-cell reference: {ref['speedup']:.0f}x slower ({ref})", flush=True)
+    infer, train, eff_i, eff_t, ckpt = {}, {}, {}, {}, {}
+    for lat in lattices:
+        peaks.append(gemm_flops_per_s(device))
+        r = bench_lattice(lat, args.steps, args, device, max(peaks))
+        name = "x".join(map(str, lat))
+        infer[name], train[name], ckpt[name] = r["infer"], r["train"], r["ckpt"]
+        eff_i[name], eff_t[name] = r["eff_infer"], r["eff_train"]
+    lat_s, c_s, h_s, st_s = args.efficiency.split(":")
+    probe = argparse.Namespace(**{**vars(args), "channels": int(c_s), "hidden": int(h_s)})
+    if args.quick:
+        probe.batch = 4
+    peaks.append(gemm_flops_per_s(device))
+    print(f"efficiency probe {args.efficiency}:", flush=True)
+    wide = bench_lattice(_lattice(lat_s), [int(st_s)], probe, device, max(peaks))
+    peak = max(peaks)
+    mem_lat = _lattice(args.memory_lattice)
+    memory = bench_memory(device, args, mem_lat)
+    print(f"peak training-step memory (MiB) vs steps: {memory}", flush=True)
+    result.update(
+        {
+            "config": {
+                "channels": args.channels,
+                "hidden": args.hidden,
+                "neighbourhood": 6,
+                "reshaper": "faces",
+                "batch": args.batch,
+                "steps": args.steps,
+                "lattices": list(infer),
+            },
+            "gemm_flops_per_s": peak,
+            "gemm_flops_per_s_samples": peaks,
+            "inference_emb_per_s": infer,
+            "train_emb_per_s": train,
+            "train_checkpointed": ckpt,
+            "flop_efficiency": {"inference": eff_i, "train": eff_t},
+            "flop_efficiency_wide": {
+                "lattice": lat_s,
+                "channels": probe.channels,
+                "hidden": probe.hidden,
+                "steps": int(st_s),
+                "batch": probe.batch,
+                "inference": wide["eff_infer"][st_s],
+                "train": wide["eff_train"][st_s],
+                "inference_emb_per_s": wide["infer"][st_s],
+                "train_emb_per_s": wide["train"][st_s],
+            },
+            "speedup_vs_reference": ref["speedup"],
+            "reference": ref,
+            "memory_mib_vs_steps": {"lattice": args.memory_lattice, **memory},
+        }
+    )
+    result["bf16_autocast"] = bench_bf16(device, args)
+    print(f"bf16 autocast: {result['bf16_autocast']}", flush=True)
+    if args.compile:
+        result["torch_compile"] = bench_compile(device, args)
+        print(f"torch.compile: {result['torch_compile']}", flush=True)
+    result["default_config_context"] = bench_context(device, args)
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())  # type: ignore[index]
+    result["wall_s"] = time.perf_counter() - started
+    plot_memory(
+        memory,
+        f"cube {args.memory_lattice}x{args.channels}ch, batch {args.batch} ({device.type})",
+        args.plot,
+    )
     write_json(args.out, result)
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("speedup_vs_reference", "flop_efficiency")}, indent=1))
+    print(f"wrote {args.out} and {args.plot} in {result['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,15 @@ Design, following neural-CA practice (Growing NCA, Mordvintsev et al. 2020; 3D a
 Sudhakaran et al. 2021; latent NCA) and measured on validation (see the README, "The cube"):
 
 * States are channels-last ``(B, X, Y, Z, C)``. Perception gathers the cell and its 6 face (or 26)
-  neighbours by padding and slicing the lattice (zero walls or periodic wrap-around) and
-  concatenates them per cell; the update is computed for all ``B*X*Y*Z`` cells at once as GEMMs.
-  There is no Python loop over cells, only over steps.
+  neighbours (zero walls or periodic wrap-around) into one ``(B*X*Y*Z, K*C)`` matrix; the update
+  is computed for all cells at once as GEMMs. There is no Python loop over cells, only over steps.
+* Fast path (measured in ``benchmarks/perf.py``, README "Benchmark"): the gather is ONE
+  ``index_select`` through a cached neighbour table into the lattice plus one zero cell (walls),
+  3-6x faster forward and backward than padding + slicing + concatenating K views; the stencil and
+  the MLP's first layer are ONE GEMM producing ``[stencil | hidden]`` (their weights are
+  concatenated on the fly, so parameters and ``state_dict`` keys are unchanged), and the second
+  layer is a GEMM whose accumulator already holds the stencil term and the bias. The maths is the
+  same rule; ``benchmarks/reference_cube.py`` is the per-cell oracle the tests compare against.
 * The rule is residual, ``x <- x + stencil(h) + mlp(h)``: a linear stencil over the neighbourhood
   plus a small nonlinear MLP, both shared by every cell.
 * The default ``faces`` reshaper writes a learned linear map of the embedding into the input face
@@ -28,6 +34,7 @@ Sudhakaran et al. 2021; latent NCA) and measured on validation (see the README, 
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
@@ -71,6 +78,52 @@ def gather_neighbours(
         p[:, 1 + i : 1 + i + nx, 1 + j : 1 + j + ny, 1 + k : 1 + k + nz] for i, j, k in offsets
     ]
     return torch.cat(views, dim=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def neighbour_index(
+    lattice: tuple[int, int, int],
+    offsets: tuple[tuple[int, int, int], ...],
+    boundary: str,
+    device: torch.device,
+) -> torch.Tensor:
+    """Flat neighbour table ``(X*Y*Z*K,)``: entry ``cell*K + k`` is the index of neighbour ``k``.
+
+    Cells are numbered ``(i*Y + j)*Z + k`` (the row-major order of a ``(X, Y, Z)`` lattice); a
+    neighbour beyond a zero wall points at index ``X*Y*Z``, the extra all-zero cell that
+    :func:`gather_flat` appends. Cached per lattice, neighbourhood, boundary and device.
+    """
+    with torch.inference_mode(False):  # a cached table must stay usable by autograd later
+        return _neighbour_table(lattice, offsets, boundary).to(device)
+
+
+def _neighbour_table(
+    lattice: tuple[int, int, int], offsets: tuple[tuple[int, int, int], ...], boundary: str
+) -> torch.Tensor:
+    nx, ny, nz = lattice
+    i, j, k = torch.meshgrid(torch.arange(nx), torch.arange(ny), torch.arange(nz), indexing="ij")
+    cols = []
+    for a, b, c in offsets:
+        p, q, r = i + a, j + b, k + c
+        if boundary == "periodic":
+            cols.append(((p % nx) * ny + q % ny) * nz + r % nz)
+        else:
+            inside = (p >= 0) & (p < nx) & (q >= 0) & (q < ny) & (r >= 0) & (r < nz)
+            cols.append(torch.where(inside, (p * ny + q) * nz + r, nx * ny * nz))
+    return torch.stack(cols, dim=-1).reshape(-1)
+
+
+def gather_flat(x: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """Same values as :func:`gather_neighbours`, as a ``(B*X*Y*Z, K*C)`` matrix, in one gather.
+
+    ``index`` comes from :func:`neighbour_index`. One ``index_select`` over the lattice with a zero
+    cell appended replaces padding, K strided slices and a K-way concatenation.
+    """
+    b, nx, ny, nz, c = x.shape
+    cells = nx * ny * nz
+    flat = x.reshape(b, cells, c)
+    flat = torch.cat([flat, flat.new_zeros(b, 1, c)], dim=1)
+    return flat.index_select(1, index).view(b * cells, k * c)
 
 
 class CellRule(nn.Module):
@@ -120,15 +173,51 @@ class CellRule(nn.Module):
             nn.init.zeros_(self.update.weight)
             nn.init.zeros_(self.update.bias)
 
+    def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(W1, b1, W2)`` of the fused formulation, built from the module's own parameters.
+
+        ``W1 = [stencil; perceive]`` maps the gathered neighbourhood to ``[stencil | hidden]`` in
+        one GEMM; ``b1 = [update.bias | perceive.bias]`` so the stencil half already carries the
+        output bias; ``W2 = update.weight``. Autograd flows back to the original parameters.
+        """
+        w1 = torch.cat([self.stencil.weight, self.perceive.weight])
+        b1 = torch.cat([self.update.bias, self.perceive.bias])
+        return w1, b1, self.update.weight
+
+    def index(self, x: torch.Tensor) -> torch.Tensor:
+        """The :func:`neighbour_index` table for the lattice of ``x`` ``(B, X, Y, Z, C)``."""
+        return neighbour_index(tuple(x.shape[1:4]), tuple(self.offsets), self.boundary, x.device)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        w2: torch.Tensor,
+    ) -> torch.Tensor:
+        """One update of every cell given the lattice's :meth:`index` and :meth:`fused_weights`.
+
+        Everything it needs comes in as tensors (no Python-side caches inside), so it is also the
+        unit to hand to ``torch.compile`` (``benchmarks/bench_cube.py --compile``).
+        """
+        c = x.shape[-1]
+        h = gather_flat(x, index, len(self.offsets))
+        y = F.linear(h, w1, b1)  # [stencil(h) + update.bias | perceive(h)], one GEMM
+        s, z = y.split([c, y.shape[1] - c], dim=1)
+        dx = torch.addmm(s, F.gelu(z), w2.t()).view(x.shape)  # + update(gelu(.)) in the GEMM
+        return x + self._fire(dx)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = gather_neighbours(x, self.offsets, self.boundary)
-        dx = self.stencil(h) + self.update(F.gelu(self.perceive(h)))
+        return self.step(x, self.index(x), *self.fused_weights())
+
+    def _fire(self, dx: torch.Tensor) -> torch.Tensor:
         if self.fire_rate < 1.0:
             if self.training:  # each cell fires independently (stochastic NCA update)
                 dx = dx * (torch.rand_like(dx[..., :1]) < self.fire_rate)
             else:  # the expected update, so inference is deterministic
                 dx = dx * self.fire_rate
-        return x + dx
+        return dx
 
 
 class Reshaper(nn.Module):
@@ -209,11 +298,13 @@ class Cube(nn.Module):
 
     def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         x = self.reshaper.encode(e)
-        for _ in range(self.steps if steps is None else steps):
+        n = self.steps if steps is None else steps
+        args = (self.rule.index(x), *self.rule.fused_weights()) if n else ()
+        for _ in range(n):
             if self.checkpointing and self.training and torch.is_grad_enabled():
                 # keep only each step's input; recompute the step in backward: activation
                 # memory grows with one lattice per step instead of the rule's intermediates
-                x = checkpoint(self.rule, x, use_reentrant=False)
+                x = checkpoint(self.rule.step, x, *args, use_reentrant=False)
             else:
-                x = self.rule(x)
+                x = self.rule.step(x, *args)
         return self.reshaper.decode(x, e)

@@ -1,0 +1,139 @@
+"""The fast formulation of the cell rule, and the benchmark's FLOP and memory accounting.
+
+The rule's fast path (one ``index_select`` gather, stencil and perceive in one GEMM, the second
+layer accumulating onto the stencil term) must be the same function as the textbook formulation
+``x + stencil(h) + update(gelu(perceive(h)))`` on ``gather_neighbours``, with the same gradients,
+and must leave the parameters and ``state_dict`` keys as they were.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from cellcube.config import CubeConfig
+from cellcube.cube import CellRule, Cube, gather_flat, gather_neighbours, neighbour_index
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_cube import activation_bytes, cube_config, forward_flops, make_cube, peak_train_memory
+
+
+def _textbook(rule: CellRule, x: torch.Tensor) -> torch.Tensor:
+    """The rule as first written: K-way concatenation, three separate linear layers."""
+    h = gather_neighbours(x, rule.offsets, rule.boundary)
+    dx = rule.stencil(h) + rule.update(F.gelu(rule.perceive(h)))
+    return x + dx * (rule.fire_rate if not rule.training else 1.0)
+
+
+def _rule(neighbourhood: int, boundary: str, fire_rate: float = 1.0) -> CellRule:
+    torch.manual_seed(0)
+    rule = CellRule(5, 12, neighbourhood, boundary, fire_rate)
+    with torch.no_grad():
+        for p in rule.parameters():
+            p.copy_(0.3 * torch.randn_like(p))
+    return rule
+
+
+@pytest.mark.parametrize("neighbourhood", [6, 26])
+@pytest.mark.parametrize("boundary", ["zero", "periodic"])
+def test_one_gather_equals_pad_slice_concatenate(neighbourhood, boundary):
+    x = torch.randn(3, 4, 2, 5, 6)
+    offsets = _rule(neighbourhood, boundary).offsets
+    index = neighbour_index((4, 2, 5), tuple(offsets), boundary, x.device)
+    assert index.shape == (4 * 2 * 5 * len(offsets),)
+    want = gather_neighbours(x, offsets, boundary).reshape(3 * 40, -1)
+    assert torch.equal(gather_flat(x, index, len(offsets)), want)
+
+
+@pytest.mark.parametrize("neighbourhood", [6, 26])
+@pytest.mark.parametrize("boundary", ["zero", "periodic"])
+def test_fused_rule_equals_textbook_rule_values_and_gradients(neighbourhood, boundary):
+    fast, slow = _rule(neighbourhood, boundary), _rule(neighbourhood, boundary)
+    x = torch.randn(2, 3, 4, 5, 5, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out_fast, out_slow = fast(x), _textbook(slow, x2)
+    torch.testing.assert_close(out_fast, out_slow, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out_fast)
+    out_fast.backward(g)
+    out_slow.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_expected_update_at_inference_with_fire_rate():
+    fast, slow = _rule(6, "zero", 0.5).eval(), _rule(6, "zero", 0.5).eval()
+    x = torch.randn(2, 3, 3, 3, 5)
+    torch.testing.assert_close(fast(x), _textbook(slow, x), rtol=1e-5, atol=1e-5)
+    fast.train()
+    torch.manual_seed(3)  # stochastic firing: every cell either keeps its state or updates fully
+    out = fast(x)
+    updated = _textbook(slow.train(), x)
+    kept = (out - x).abs().amax(-1) == 0
+    assert 0 < kept.float().mean() < 1
+    torch.testing.assert_close(out[~kept], updated[~kept], rtol=1e-5, atol=1e-5)
+
+
+def test_parameters_and_checkpoint_keys_unchanged():
+    cube = Cube(24, CubeConfig(lattice=(2, 2, 3), channels=4, hidden=8, steps=2))
+    assert sorted(cube.state_dict()) == [
+        "reshaper.proj_in.bias",
+        "reshaper.proj_in.weight",
+        "reshaper.proj_out.bias",
+        "reshaper.proj_out.weight",
+        "rule.perceive.bias",
+        "rule.perceive.weight",
+        "rule.stencil.weight",
+        "rule.update.bias",
+        "rule.update.weight",
+    ]
+
+
+def test_neighbour_table_cached_in_inference_mode_still_trains():
+    """The cached table must not be an inference tensor, or the next training step would fail."""
+    neighbour_index.cache_clear()
+    cube = Cube(24, CubeConfig(lattice=(3, 2, 3), channels=4, hidden=8, steps=2))
+    e = torch.randn(4, 24)
+    with torch.inference_mode():
+        cube(e)
+    cube(e).square().sum().backward()
+    assert cube.rule.perceive.weight.grad is not None
+
+
+def test_counted_flops_are_the_multiply_adds_torch_performs():
+    """forward_flops equals torch's own FLOP counter; a training step counts 3x the forward
+    except the input gradient of the first projection, which nothing needs."""
+    cfg = cube_config((3, 4, 5), 4, 8)
+    cube = make_cube(cfg, torch.device("cpu"))
+    e = torch.randn(6, 384)
+    with FlopCounterMode(display=False) as fwd:
+        cube(e, steps=6)
+    assert fwd.get_total_flops() == forward_flops(cfg, 6, 6) == 2_032_128
+    with FlopCounterMode(display=False) as train:
+        cube(e, steps=6).sum().backward()
+    face_in = 2 * 6 * 384 * (3 * 4 * 4)
+    assert train.get_total_flops() == 3 * forward_flops(cfg, 6, 6) - face_in
+
+
+def test_checkpointing_flattens_the_memory_of_a_training_step():
+    """Without checkpointing each step keeps the gathered neighbourhood, [stencil|hidden] and the
+    GELU output (the measured slope equals that count); with it, one lattice per step."""
+    cfg = cube_config((4, 4, 6), 4, 16)
+    q = torch.randn(8, 384)
+    cube = make_cube(cfg, torch.device("cpu"))
+    plain = {s: peak_train_memory(cube, q, s) for s in (6, 12)}
+    ckpt_cube = make_cube(cfg.model_copy(update={"checkpointing": True}), torch.device("cpu"))
+    ckpt = {s: peak_train_memory(ckpt_cube, q, s) for s in (6, 12)}
+    per_step = activation_bytes(cfg, 8, 1)
+    assert per_step == 4 * 8 * 96 * (7 * 4 + 20 + 16)
+    slope_plain = (plain[12] - plain[6]) / 6
+    slope_ckpt = (ckpt[12] - ckpt[6]) / 6
+    assert 0.9 * per_step <= slope_plain <= 1.2 * per_step
+    lattice_bytes = 4 * 8 * 96 * 4
+    assert slope_ckpt <= 1.5 * lattice_bytes
+    assert ckpt[12] < plain[12] / 3
