@@ -89,6 +89,15 @@ def cube_config(lattice: tuple[int, int, int], channels: int, hidden: int) -> Cu
     return CubeConfig(lattice=lattice, channels=channels, hidden=hidden, steps=lattice[2] - 1)
 
 
+def updated_cells(cfg: CubeConfig, steps: int) -> int:
+    """Cell updates one forward pass performs: every cell every step, except the layers the
+    light cone skips (``Cube`` docstring: faces reshaper, zero walls)."""
+    nx, ny, nz = cfg.lattice
+    if cfg.reshaper != "faces" or cfg.boundary != "zero":
+        return steps * cfg.n_cells
+    return sum(nx * ny * min(nz, steps - t) for t in range(steps))
+
+
 def forward_flops(cfg: CubeConfig, batch: int, steps: int, dim: int = DIM) -> int:
     """Multiply-adds x 2 of one forward pass (see the module docstring for what is counted)."""
     k = 7 if cfg.neighbourhood == 6 else 27
@@ -96,14 +105,15 @@ def forward_flops(cfg: CubeConfig, batch: int, steps: int, dim: int = DIM) -> in
     per_cell_step = k * c * (c + h) + h * c
     face = cfg.lattice[0] * cfg.lattice[1] if cfg.reshaper == "faces" else cfg.n_cells
     reshaper = 2 * dim * face * c
-    return 2 * batch * (steps * cfg.n_cells * per_cell_step + reshaper)
+    return 2 * batch * (updated_cells(cfg, steps) * per_cell_step + reshaper)
 
 
 def activation_bytes(cfg: CubeConfig, batch: int, steps: int) -> int:
-    """Tensors a training step keeps per step without checkpointing: h, [stencil|hidden], GELU."""
+    """Tensors a training step keeps per cell update without checkpointing: the gathered
+    neighbourhood, [stencil|hidden] and the GELU output (fp32)."""
     k = 7 if cfg.neighbourhood == 6 else 27
     c, h = cfg.channels, cfg.hidden
-    return 4 * batch * cfg.n_cells * steps * (k * c + (c + h) + h)
+    return 4 * batch * updated_cells(cfg, steps) * (k * c + (c + h) + h)
 
 
 def make_cube(cfg: CubeConfig, device: torch.device, seed: int = 0) -> Cube:

@@ -20,7 +20,14 @@ from cellcube.config import CubeConfig
 from cellcube.cube import CellRule, Cube, gather_flat, gather_neighbours, neighbour_index
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_cube import activation_bytes, cube_config, forward_flops, make_cube, peak_train_memory
+from bench_cube import (
+    activation_bytes,
+    cube_config,
+    forward_flops,
+    make_cube,
+    peak_train_memory,
+    updated_cells,
+)
 
 
 def _textbook(rule: CellRule, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +120,7 @@ def test_counted_flops_are_the_multiply_adds_torch_performs():
     e = torch.randn(6, 384)
     with FlopCounterMode(display=False) as fwd:
         cube(e, steps=6)
-    assert fwd.get_total_flops() == forward_flops(cfg, 6, 6) == 2_032_128
+    assert fwd.get_total_flops() == forward_flops(cfg, 6, 6) == 1_502_208
     with FlopCounterMode(display=False) as train:
         cube(e, steps=6).sum().backward()
     face_in = 2 * 6 * 384 * (3 * 4 * 4)
@@ -129,7 +136,7 @@ def test_checkpointing_flattens_the_memory_of_a_training_step():
     plain = {s: peak_train_memory(cube, q, s) for s in (6, 12)}
     ckpt_cube = make_cube(cfg.model_copy(update={"checkpointing": True}), torch.device("cpu"))
     ckpt = {s: peak_train_memory(ckpt_cube, q, s) for s in (6, 12)}
-    per_step = activation_bytes(cfg, 8, 1)
+    per_step = activation_bytes(cfg, 8, 12) - activation_bytes(cfg, 8, 11)
     assert per_step == 4 * 8 * 96 * (7 * 4 + 20 + 16)
     slope_plain = (plain[12] - plain[6]) / 6
     slope_ckpt = (ckpt[12] - ckpt[6]) / 6
@@ -137,3 +144,43 @@ def test_checkpointing_flattens_the_memory_of_a_training_step():
     lattice_bytes = 4 * 8 * 96 * 4
     assert slope_ckpt <= 1.5 * lattice_bytes
     assert ckpt[12] < plain[12] / 3
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5])
+def test_light_cone_skips_cells_without_changing_values_or_gradients(steps):
+    """faces reshaper, zero walls: layers that cannot reach the output face in the steps left are
+    skipped; outputs and every gradient equal the full update of all cells."""
+    cfg = CubeConfig(lattice=(3, 2, 4), channels=4, hidden=8, steps=3)
+    full, cone = make_cube(cfg, torch.device("cpu")), make_cube(cfg, torch.device("cpu"))
+    full.light_cone = False
+    e = torch.randn(5, 384)
+    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
+    torch.testing.assert_close(out_cone, out_full, rtol=1e-5, atol=1e-6)
+    out_full.square().sum().backward()
+    out_cone.square().sum().backward()
+    for (name, a), b in zip(full.named_parameters(), cone.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
+    # cells updated: 4 layers deep, the read-out face needs 1, 2, ... layers in the last steps
+    assert updated_cells(cfg, steps) == 6 * sum(min(4, steps - t) for t in range(steps))
+    assert updated_cells(cfg.model_copy(update={"reshaper": "learned"}), steps) == 24 * steps
+    with FlopCounterMode(display=False) as counted:
+        cone(e, steps=steps)
+    assert counted.get_total_flops() == forward_flops(cfg, 5, steps)
+
+
+def test_chunked_update_equals_one_big_update(monkeypatch):
+    """Large batches are updated a few embeddings at a time: same values, same gradients."""
+    import cellcube.cube as cube_mod
+
+    whole, parts = _rule(6, "zero"), _rule(6, "zero")
+    x = torch.randn(7, 3, 2, 4, 5, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out_whole = whole(x)
+    monkeypatch.setattr(cube_mod, "CHUNK_ROWS", 2 * 24)  # 2 embeddings of 24 cells per chunk
+    out_parts = parts(x2)
+    torch.testing.assert_close(out_parts, out_whole, rtol=1e-6, atol=1e-6)
+    out_whole.square().sum().backward()
+    out_parts.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(whole.named_parameters(), parts.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-5, msg=name)
