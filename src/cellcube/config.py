@@ -40,6 +40,8 @@ class DataConfig(_Section):
     path: str | None = None
     question_field: str = "question"
     answer_field: str = "answer"
+    skip_invalid: bool = False
+    context_turns: int = Field(0, ge=0)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
 
@@ -53,14 +55,64 @@ class DataConfig(_Section):
 
 
 class TeacherConfig(_Section):
-    """The frozen encoder that turns text into embeddings."""
+    """A frozen encoder that turns text into embeddings (the primary one, or one of
+    ``teachers.others``)."""
 
+    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     model: str = "all-MiniLM-L6-v2"
     kind: Literal["sentence-transformers", "transformers"] = "sentence-transformers"
+    pooling: Literal["mean", "cls", "last"] = "mean"
+    layer: int | None = None
+    gguf_file: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "cpu"
     max_length: int = Field(256, ge=8)
     batch_size: int = Field(64, ge=1)
+    standardize: bool = False
+
+    @model_validator(mode="after")
+    def _transformers_only(self) -> TeacherConfig:
+        if self.kind == "sentence-transformers" and (
+            self.pooling != "mean" or self.layer is not None or self.gguf_file is not None
+        ):
+            raise ValueError(
+                "pooling, layer and gguf_file apply to kind 'transformers' only (a "
+                "sentence-transformers model has its own pipeline)"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The teacher's short name: ``name``, or the last part of ``model``."""
+        return self.name or self.model.rstrip("/").rsplit("/", 1)[-1]
+
+
+class TeachersConfig(_Section):
+    """Multi-teacher distillation: teachers besides the primary ``teacher``, and their weights.
+
+    The cube works in the primary teacher's space; each other teacher gets a learned projection
+    head from that space to its own, where its loss is computed (see "Multi-teacher" in the
+    README and :mod:`cellcube.multiteacher`).
+    """
+
+    others: list[TeacherConfig] = Field(default_factory=list)
+    weighting: Literal["adaptive", "uniform", "fixed"] = "adaptive"
+    temperature: float = Field(1.0, gt=0)
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> TeachersConfig:
+        if self.weighting == "fixed":
+            if self.weights is None or len(self.weights) != len(self.others) + 1:
+                raise ValueError(
+                    f"weighting 'fixed' needs weights: one per teacher, the primary first "
+                    f"({len(self.others) + 1} numbers)"
+                )
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("weights must be >= 0 with a positive sum")
+        elif self.weights is not None:
+            raise ValueError("weights apply to weighting 'fixed' only")
+        return self
 
 
 class CacheConfig(_Section):
@@ -117,6 +169,8 @@ class TrainConfig(_Section):
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = "cpu"
     progress: bool = True
+    # process-group backend under torchrun (cellcube.distributed); auto: nccl on GPU, else gloo
+    ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
 class LossConfig(_Section):
@@ -166,11 +220,28 @@ class Config(_Section):
     mode: Literal["dialogue", "autoencoder"] = "dialogue"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teachers: TeachersConfig = Field(default_factory=TeachersConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     cube: CubeConfig = Field(default_factory=CubeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _teacher_names(self) -> Config:
+        if self.teacher.standardize:
+            raise ValueError(
+                "teacher.standardize: applies to teachers.others only (the primary teacher's "
+                "space is the cube's)"
+            )
+        labels = [t.label for t in (self.teacher, *self.teachers.others)]
+        repeated = sorted({n for n in labels if labels.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"teachers.others: teacher name {repeated[0]!r} is used twice; give each a "
+                "distinct `name`"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists, not tuples) suitable for YAML and checkpoints."""

@@ -44,6 +44,7 @@ __all__ = [
     "load_csv",
     "load_jsonl",
     "load_pairs",
+    "split_dataset",
     "split_pairs",
 ]
 
@@ -62,6 +63,13 @@ class QAPair:
     answer: str
     origin: str
     domain: str | None = field(default=None, compare=False)
+    # Metadata from imported / expanded files (see cellcube.importers, cellcube.expand); like
+    # ``domain`` it takes no part in equality. ``variant_of``: the source question of a synthetic
+    # variant (None for an original pair). ``split``: a split pinned by the file ("train", "val",
+    # "test"). ``context``: previous conversation turns, oldest first.
+    variant_of: str | None = field(default=None, compare=False)
+    split: str | None = field(default=None, compare=False)
+    context: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -514,3 +522,56 @@ def split_pairs(
         else:
             train.append(pair)
     return Split(train=train, val=val, test=test)
+
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+
+
+def split_dataset(
+    pairs: Sequence[QAPair], *, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.2
+) -> tuple[Split, int]:
+    """Split ORIGINAL pairs, then attach synthetic variants to their source's split, train only.
+
+    Original pairs (``variant_of is None``) are split by their pinned ``split`` when the file
+    pins one (then every original must: a missing pin is a :class:`DataError` naming the pair's
+    origin), else by :func:`split_pairs` (grouped by answer) -- the same split the originals get
+    without any variants. A variant joins train only when its source question is an original
+    train question; variants of validation/test sources and orphans are dropped, so validation
+    and test hold original pairs only and no rephrasing of a held-out question is trained on.
+    Returns the split and the number of variants dropped.
+    """
+    originals = [p for p in pairs if p.variant_of is None]
+    variants = [p for p in pairs if p.variant_of is not None]
+    pinned = [p for p in originals if p.split is not None]
+    if pinned:
+        missing = next((p for p in originals if p.split is None), None)
+        if missing is not None:
+            raise DataError(
+                f"{missing.origin}: no 'split' but other pairs pin theirs; pin every original "
+                "pair or none"
+            )
+        buckets: dict[str, list[QAPair]] = {name: [] for name in SPLIT_NAMES}
+        for p in originals:
+            if p.split not in buckets:
+                raise DataError(
+                    f"{p.origin}: field 'split' must be one of train, val, test, got {p.split!r}"
+                )
+            buckets[p.split].append(p)
+        for name, members in buckets.items():
+            if not members:
+                raise DataError(f"pinned splits leave '{name}' empty; every split needs a pair")
+        split = Split(**buckets)
+    else:
+        split = split_pairs(
+            originals, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+    train_questions = {p.question for p in split.train}
+    held_out = {t for p in (*split.val, *split.test) for t in (p.question, p.answer)}
+    kept = [
+        p
+        for p in variants
+        if p.variant_of in train_questions
+        and p.question not in held_out
+        and p.answer not in held_out
+    ]
+    return Split(split.train + kept, split.val, split.test), len(variants) - len(kept)

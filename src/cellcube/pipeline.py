@@ -16,46 +16,62 @@ alpha) is made on validation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .baselines import TRAINED_MODELS, Ridge, build_model, fit_ridge, mean_answer, n_params
 from .cache import EmbeddingCache, embed_texts
-from .config import Config, dump_config, load_config
+from .config import Config, TeacherConfig, dump_config, load_config
 from .curriculum import teacher_difficulty
-from .data import QAPair, Split, autoencoder_pairs, load_builtin, load_pairs, split_pairs
+from .data import QAPair, Split, autoencoder_pairs, load_builtin, split_dataset
 from .decoder import PhraseBank, read_bank_file
 from .errors import CellcubeError, CheckpointError, DataError
+from .importers import fold_context, import_path
 from .io import atomic_open, remove_stale_temps, run_lock, write_json, write_text, write_torch
-from .metrics import retrieval_metrics
+from .metrics import retrieval_metrics, score_metrics
+from .multiteacher import TeacherView, ensemble_scores, module_key, standardize
 from .teachers import Teacher, TeacherSpec, load_teacher
-from .training import EmbeddedSplit, fit, load_weights
+from .training import EmbeddedSplit, fit, load_heads, load_weights, split_teacher_weights
 
 SPLITS = ("train", "val", "test")
 
 
-def read_pairs(cfg: Config) -> list[QAPair]:
-    """The configured pairs: a user file when ``data.path`` is set, else the built-in corpus."""
+def read_pairs(cfg: Config, log: Callable[[str], None] | None = None) -> list[QAPair]:
+    """The configured pairs: a user file or directory when ``data.path`` is set (through
+    :func:`cellcube.importers.import_path`; its skip report goes to ``log``), else the built-in
+    corpus."""
     d = cfg.data
     if d.path is not None:
-        pairs = load_pairs(
-            Path(d.path).expanduser(), question_field=d.question_field, answer_field=d.answer_field
+        pairs, report = import_path(
+            d.path,
+            question_field=d.question_field,
+            answer_field=d.answer_field,
+            context_turns=d.context_turns,
+            skip_invalid=d.skip_invalid,
         )
+        pairs = fold_context(pairs)
+        if log is not None and (report.skipped or report.n_duplicates or report.ignored_files):
+            log(f"import: {report.summary()}")
+            for skip in report.skipped[:5]:
+                log(f"  skipped {skip.message}")
     else:
         pairs = load_builtin(d.corpus)
     return autoencoder_pairs(pairs) if cfg.mode == "autoencoder" else pairs
 
 
-def make_teacher(cfg: Config) -> Teacher:
-    """The configured teacher (weights load lazily, only if the cache misses)."""
-    t = cfg.teacher
+def make_teacher(cfg: Config | TeacherConfig) -> Teacher:
+    """A configured teacher: the primary one of a config, or one teacher entry (weights load
+    lazily, only if the cache misses)."""
+    t = cfg.teacher if isinstance(cfg, Config) else cfg
     return load_teacher(
         TeacherSpec(
             model=t.model,
@@ -64,6 +80,9 @@ def make_teacher(cfg: Config) -> Teacher:
             device=t.device,
             max_length=t.max_length,
             batch_size=t.batch_size,
+            pooling=t.pooling,
+            layer=t.layer,
+            gguf_file=t.gguf_file,
         )
     )
 
@@ -73,31 +92,57 @@ def open_cache(cfg: Config) -> EmbeddingCache | None:
 
 
 def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[str, EmbeddedSplit]:
-    """Embed every split's questions and answers with the teacher, through the on-disk cache."""
-    teacher = make_teacher(cfg)
+    """Embed every split's questions and answers with every teacher, through the on-disk cache.
+
+    The primary teacher's embeddings fill each :class:`EmbeddedSplit`; every teacher of
+    ``teachers.others`` adds a :class:`~cellcube.multiteacher.TeacherView` of the same rows
+    (z-scored with train statistics when it has ``standardize``).
+    """
     parts = {name: getattr(split, name) for name in SPLITS}
     texts = list(
         dict.fromkeys(t for ps in parts.values() for p in ps for t in (p.question, p.answer))
     )
+    row = {t: i for i, t in enumerate(texts)}
+    index = {}
+    for name, ps in parts.items():
+        answers = list(dict.fromkeys(p.answer for p in ps))
+        index[name] = (
+            [row[p.question] for p in ps],
+            [row[p.answer] for p in ps],
+            [row[t] for t in answers],
+            answers,
+        )
     cache = open_cache(cfg)
     try:
-        vectors = torch.from_numpy(embed_texts(teacher, texts, cache, progress=progress))
+        spaces = [
+            torch.from_numpy(embed_texts(make_teacher(t), texts, cache, progress=progress))
+            for t in (cfg.teacher, *cfg.teachers.others)
+        ]
     finally:
         if cache is not None:
             cache.close()
-    row = {t: i for i, t in enumerate(texts)}
+    vectors, others = spaces[0], spaces[1:]
     out = {}
     for name, ps in parts.items():
-        answers = list(dict.fromkeys(p.answer for p in ps))
+        qi, ai, ci, answers = index[name]
         aid = {t: i for i, t in enumerate(answers)}
         out[name] = EmbeddedSplit(
-            q=vectors[[row[p.question] for p in ps]],
-            a=vectors[[row[p.answer] for p in ps]],
+            q=vectors[qi],
+            a=vectors[ai],
             answer_ids=torch.tensor([aid[p.answer] for p in ps], dtype=torch.long),
-            candidates=vectors[[row[t] for t in answers]],
+            candidates=vectors[ci],
             questions=[p.question for p in ps],
             answers=answers,
         )
+    for t, space in zip(cfg.teachers.others, others, strict=True):
+        views = {
+            name: TeacherView(space[qi], space[ai], space[ci])
+            for name, (qi, ai, ci, _) in index.items()
+        }
+        if t.standardize:
+            views = standardize(views)
+        for name, view in views.items():
+            out[name].views[t.label] = view
     return out
 
 
@@ -113,6 +158,8 @@ def write_pairs(path: Path, split: Split, difficulty: torch.Tensor) -> None:
                     "answer": p.answer,
                     "origin": p.origin,
                 }
+                if p.variant_of is not None:
+                    rec["variant_of"] = p.variant_of
                 if name == "train":
                     rec["difficulty"] = round(float(difficulty[i]), 4)
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -152,10 +199,29 @@ def train_run(
 
     Only one process works on a run directory at a time (:func:`cellcube.io.run_lock`); under
     the lock, temporary files left by a killed earlier process are removed before anything else.
+
+    Under ``torchrun`` every process calls this (:mod:`cellcube.distributed`): they join one
+    process group, rank 0 alone holds the lock, reads the data, embeds it, writes every file,
+    logs and evaluates, handing its results to the others; all ranks train together (DDP).
     """
-    with run_lock(run_dir):
-        remove_stale_temps(run_dir)
+    t = cfg.train
+    with (
+        distributed.process_group(t.ddp_backend, t.accelerator, t.batch_size),
+        contextlib.ExitStack() as held,
+    ):
+
+        def claim() -> None:
+            held.enter_context(run_lock(run_dir))
+            remove_stale_temps(run_dir)
+
+        distributed.on_rank_zero(claim)
+        if not distributed.is_rank_zero():
+            log = _silent
         return _train_run(cfg, run_dir, resume=resume, overwrite=overwrite, log=log)
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0: they print nothing."""
 
 
 def _train_run(
@@ -171,8 +237,34 @@ def _train_run(
     Data, teacher and model configuration are all checked before anything is written, so a bad
     input leaves no run directory behind. ``resume`` continues an interrupted run (its own
     pairs, finished models skipped, unfinished ones from ``last.ckpt``); a fresh run refuses a
-    directory holding a previous run unless ``overwrite`` is set.
+    directory holding a previous run unless ``overwrite`` is set. Under torchrun, rank 0 reads,
+    embeds, writes and evaluates (:func:`cellcube.distributed.on_rank_zero`); every rank trains.
     """
+    split = distributed.on_rank_zero(partial(_read_split, cfg, run_dir, resume, overwrite, log))
+    log(f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test pairs")
+    emb = distributed.on_rank_zero(partial(embed_splits, cfg, split, progress=cfg.train.progress))
+    distributed.check_batch_size(cfg.train.batch_size, len(emb["train"]))
+    dim = emb["train"].q.shape[1]
+    names = TRAINED_MODELS if cfg.eval.baselines else ("cube",)
+    models = {name: build_model(name, dim, cfg) for name in names}  # config errors surface here
+    distributed.on_rank_zero(partial(_write_run_files, cfg, run_dir, split, emb, resume))
+    for name, model in models.items():
+        model_dir = run_dir / "models" / name
+        done = model_dir / "DONE"
+        if resume and distributed.on_rank_zero(done.exists):
+            log(f"{name}: already trained, skipping")
+            continue
+        log(f"training {name} ({n_params(model):,} parameters)")
+        can_resume = resume and (model_dir / "checkpoints" / "last.ckpt").exists()
+        fit(model, name, cfg, emb["train"], emb["val"], model_dir, resume=can_resume)
+        distributed.on_rank_zero(partial(write_text, done, ""))
+    return distributed.on_rank_zero(partial(_finish_run, cfg, run_dir, emb, names))
+
+
+def _read_split(
+    cfg: Config, run_dir: Path, resume: bool, overwrite: bool, log: Callable[[str], None]
+) -> Split:
+    """The run's split: its own pairs.jsonl on resume, else the configured data, freshly split."""
     if resume:
         split = read_run_pairs(run_dir)
     else:
@@ -181,18 +273,21 @@ def _train_run(
                 f"{run_dir}: already holds a run; use --resume to continue it, --overwrite to "
                 "replace it, or choose another --out"
             )
-        split = split_pairs(
-            read_pairs(cfg),
+        split, n_dropped = split_dataset(
+            read_pairs(cfg, log),
             seed=cfg.seed,
             val_fraction=cfg.data.val_fraction,
             test_fraction=cfg.data.test_fraction,
         )
-    log(f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test pairs")
-    emb = embed_splits(cfg, split, progress=cfg.train.progress)
-    dim = emb["train"].q.shape[1]
-    names = TRAINED_MODELS if cfg.eval.baselines else ("cube",)
-    models = {name: build_model(name, dim, cfg) for name in names}  # config errors surface here
+        if n_dropped:
+            log(f"data: {n_dropped} synthetic variant(s) of validation/test questions left out")
+    return split
 
+
+def _write_run_files(
+    cfg: Config, run_dir: Path, split: Split, emb: dict[str, EmbeddedSplit], resume: bool
+) -> None:
+    """A fresh run's pairs.jsonl (old models removed), and the resolved config.yaml."""
     if not resume:
         if run_dir.exists():
             shutil.rmtree(run_dir / "models", ignore_errors=True)
@@ -201,16 +296,12 @@ def _train_run(
         difficulty = teacher_difficulty(tr.q, tr.a, tr.answer_ids, tr.candidates)
         write_pairs(run_dir / "pairs.jsonl", split, difficulty)
     write_text(run_dir / "config.yaml", dump_config(cfg))
-    for name, model in models.items():
-        model_dir = run_dir / "models" / name
-        done = model_dir / "DONE"
-        if resume and done.exists():
-            log(f"{name}: already trained, skipping")
-            continue
-        log(f"training {name} ({n_params(model):,} parameters)")
-        can_resume = resume and (model_dir / "checkpoints" / "last.ckpt").exists()
-        fit(model, name, cfg, emb["train"], emb["val"], model_dir, resume=can_resume)
-        write_text(done, "")
+
+
+def _finish_run(
+    cfg: Config, run_dir: Path, emb: dict[str, EmbeddedSplit], names: Sequence[str]
+) -> dict[str, Any]:
+    """After training: fit the ridge baseline, plot the training curves, evaluate on test."""
     if cfg.eval.baselines:
         ridge = fit_ridge(
             emb["train"].q,
@@ -272,8 +363,46 @@ def evaluate_embedded(cfg: Config, run_dir: Path, emb: dict[str, EmbeddedSplit])
         "cellcube_version": __version__,
         "models": models,
     }
+    if cfg.teachers.others:
+        report["teachers"] = teacher_report(cfg, run_dir, emb)
     write_json(run_dir / "report.json", report)
     return report
+
+
+def teacher_report(cfg: Config, run_dir: Path, emb: dict[str, EmbeddedSplit]) -> dict[str, Any]:
+    """Test metrics per teacher and of the ensembles, for a multi-teacher run.
+
+    For each teacher (the primary first): its own identity retrieval in its space (``teacher``:
+    its question embedding ranking its answer embeddings), the cube's retrieval in that space
+    (``cube``: the prediction, through the teacher's projection head), and its mean weight over
+    the training pairs. ``ensemble`` ranks answers by the mean cosine over all teachers' spaces,
+    for the teachers themselves and for the cube.
+    """
+    test, ks = emb["test"], cfg.eval.ks
+    labels = [cfg.teacher.label, *test.views]
+    ckpt = run_dir / "models" / "cube" / "checkpoints" / "best.ckpt"
+    cube = load_weights(build_model("cube", test.q.shape[1], cfg), ckpt)
+    heads = load_heads(ckpt)
+    weights = split_teacher_weights(emb["train"], cfg)
+    with torch.inference_mode():
+        pred = cube(test.q)
+        preds = [pred, *(heads[module_key(label)](pred) for label in labels[1:])]
+        own = [test.q, *(v.q for v in test.views.values())]
+        cands = [test.candidates, *(v.candidates for v in test.views.values())]
+        per_teacher = {
+            label: {
+                "dim": cands[t].shape[1],
+                "teacher": retrieval_metrics(own[t], test.answer_ids, cands[t], ks),
+                "cube": retrieval_metrics(preds[t], test.answer_ids, cands[t], ks),
+                "mean_weight": weights[:, t].mean().item(),
+            }
+            for t, label in enumerate(labels)
+        }
+        ensemble = {
+            "teacher": score_metrics(ensemble_scores(own, cands), test.answer_ids, ks),
+            "cube": score_metrics(ensemble_scores(preds, cands), test.answer_ids, ks),
+        }
+    return {"weighting": cfg.teachers.weighting, "per_teacher": per_teacher, "ensemble": ensemble}
 
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
@@ -284,34 +413,50 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A plain-text table of the report, best test MRR first."""
+    """A plain-text table of the report, best test MRR first (and, for a multi-teacher run, a
+    second table of each teacher's space and the ensembles)."""
     ks = sorted(
         int(k.split("@")[1])
         for k in next(iter(report["models"].values()))
         if k.startswith("recall@")
     )
-    head = ["model", "MRR", *[f"R@{k}" for k in ks], "cosine", "params"]
+    metric_head = ["MRR", *[f"R@{k}" for k in ks], "cosine"]
+
+    def cells(m: dict[str, float]) -> list[str]:
+        return [f"{m['mrr']:.3f}", *[f"{m[f'recall@{k}']:.3f}" for k in ks], f"{m['cosine']:.3f}"]
+
     rows = sorted(report["models"].items(), key=lambda kv: -kv[1]["mrr"])
-    body = [
-        [
-            name,
-            f"{m['mrr']:.3f}",
-            *[f"{m[f'recall@{k}']:.3f}" for k in ks],
-            f"{m['cosine']:.3f}",
-            f"{m['params']:,}",
-        ]
-        for name, m in rows
-    ]
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     lines = [f"test: {report['n_test']} pairs, {report['n_candidates']} candidate answers"]
-    for r in [head, *body]:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+    lines += _table(
+        ["model", *metric_head, "params"],
+        [[name, *cells(m), f"{m['params']:,}"] for name, m in rows],
+    )
+    teachers = report.get("teachers")
+    if teachers:
+        body = []
+        for label, t in teachers["per_teacher"].items():
+            w = f"{t['mean_weight']:.3f}"
+            body.append([f"{label} ({t['dim']}-d)", "teacher", *cells(t["teacher"]), w])
+            body.append(["", "cube", *cells(t["cube"]), ""])
+        for who in ("teacher", "cube"):
+            body.append(
+                ["ensemble" if who == "teacher" else "", who, *cells(teachers["ensemble"][who]), ""]
             )
-        )
+        lines.append(f"teachers ({teachers['weighting']} weights), each in its own space:")
+        lines += _table(["space", "model", *metric_head, "weight"], body)
     return "\n".join(lines)
+
+
+def _table(head: list[str], body: list[list[str]]) -> list[str]:
+    """Rows of a plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    return [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [head, *body]
+    ]
 
 
 @dataclass

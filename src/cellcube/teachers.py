@@ -426,16 +426,21 @@ class Teacher:
         from tqdm.auto import tqdm
 
         size = self.spec.batch_size
+        # Longest texts first, so each batch pads to similar lengths (an LLM spends most of its
+        # time on padding otherwise); rows go back to the input order at the end. Padding is
+        # masked out, so an embedding does not depend on its batch.
+        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
         starts = range(0, len(items), size)
         chunks: list[np.ndarray] = []
         for start in tqdm(starts, desc="embedding", unit="batch", disable=not progress):
-            batch = items[start : start + size]
+            batch = [items[i] for i in order[start : start + size]]
             if self.spec.kind == "sentence-transformers":
                 chunks.append(self._encode_st(batch))
             else:
                 chunks.append(self._encode_hf(batch))
             self.encode_calls += 1
-        out = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+        out = np.empty_like(np.concatenate(chunks, axis=0), dtype=np.float32)
+        out[order] = np.concatenate(chunks, axis=0)
         self._dim = out.shape[1]
         return out
 

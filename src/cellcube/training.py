@@ -20,7 +20,7 @@ import os
 import random
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from . import distributed
 from .config import Config
 from .curriculum import curriculum_weights, teacher_difficulty
 from .errors import CheckpointError
@@ -40,6 +41,13 @@ from .guards import FiniteGuard
 from .io import write_torch
 from .losses import build_loss
 from .metrics import retrieval_metrics
+from .multiteacher import (
+    TeacherView,
+    distillation_loss,
+    module_key,
+    pair_weights,
+    ridge_head,
+)
 from .negatives import NegativeMiner
 
 
@@ -49,6 +57,8 @@ class EmbeddedSplit:
 
     ``q``/``a``: (n, D) question and answer embeddings; ``answer_ids``: (n,) index of each row's
     answer in ``candidates`` (m, D), the split's distinct answers, in ``answers`` (texts) order.
+    ``views``: the same split as seen by each non-primary teacher (multi-teacher distillation),
+    by teacher label.
     """
 
     q: torch.Tensor
@@ -57,25 +67,57 @@ class EmbeddedSplit:
     candidates: torch.Tensor
     questions: list[str]
     answers: list[str]
+    views: dict[str, TeacherView] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.q.shape[0]
 
 
-class EpochSeededSampler(Sampler[int]):
-    """A random permutation per epoch drawn from ``(seed, epoch)``: reproducible and resumable."""
+def split_teacher_weights(split: EmbeddedSplit, cfg: Config) -> torch.Tensor:
+    """(n, K) per-pair teacher weights of a split (primary first), as configured in
+    ``teachers`` (see :mod:`cellcube.multiteacher`)."""
+    tc = cfg.teachers
+    spaces = [(split.q, split.candidates), *((v.q, v.candidates) for v in split.views.values())]
+    return pair_weights(
+        spaces, split.answer_ids, tc.weighting, tc.temperature, tc.weights, cfg.loss.temperature
+    )
 
-    def __init__(self, n: int, seed: int) -> None:
+
+class EpochSeededSampler(Sampler[int]):
+    """A random permutation per epoch drawn from ``(seed, epoch)``: reproducible and resumable.
+
+    Alone (``world_size=1``) it yields the whole permutation. Under torchrun
+    (:mod:`cellcube.distributed`) rank ``r`` of ``world_size`` yields, for each full global
+    batch ``k`` of ``batch_size`` rows of that same permutation, its slice
+    ``perm[k*B + r*b : k*B + (r+1)*b]`` (``b = B / world_size``; the incomplete last batch is
+    dropped, as the single-process loader drops it): the ranks' slices, gathered in rank order,
+    are exactly the single-process batches.
+    """
+
+    def __init__(
+        self, n: int, seed: int, *, batch_size: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if world_size > 1 and (batch_size % world_size or not 0 < batch_size <= n):
+            raise ValueError(f"batch_size={batch_size} cannot be split over {world_size} ranks")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
         self.n, self.seed, self.epoch = n, seed, 0
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        perm = torch.randperm(self.n, generator=g)
+        if self.world_size > 1:
+            full, b = self.n // self.batch_size, self.batch_size // self.world_size
+            perm = perm[: full * self.batch_size].view(full, self.world_size, b)[:, self.rank]
+        return iter(perm.reshape(-1).tolist())
 
     def __len__(self) -> int:
+        if self.world_size > 1:
+            return self.n // self.batch_size * (self.batch_size // self.world_size)
         return self.n
 
 
@@ -100,7 +142,10 @@ class MapperModule(L.LightningModule):
     The loss is :func:`cellcube.losses.build_loss` of ``cfg.loss``; with ``loss.hard_negatives``
     or ``loss.random_negatives`` each batch also gets negatives from the TRAIN answers
     (:class:`~cellcube.negatives.NegativeMiner`, a submodule, so its mined ids are checkpointed),
-    and with ``loss.curriculum`` per-pair weights from :mod:`cellcube.curriculum`.
+    and with ``loss.curriculum`` per-pair weights from :mod:`cellcube.curriculum`. When the
+    splits carry other teachers' ``views``, each gets a projection head (``heads``, trained with
+    the model, no weight decay) and the loss is :func:`cellcube.multiteacher.distillation_loss`
+    with per-pair teacher weights (``teachers.weighting``).
     """
 
     def __init__(
@@ -131,6 +176,19 @@ class MapperModule(L.LightningModule):
             if lc.curriculum
             else None
         )
+        self.labels = [cfg.teacher.label, *train.views]  # the primary teacher first
+        self.heads = nn.ModuleDict()
+        self._teacher_w: torch.Tensor | None = None
+        if train.views:
+            src = torch.cat([train.q, train.a])
+            for label, view in train.views.items():
+                self.heads[module_key(label)] = ridge_head(src, torch.cat([view.q, view.a]))
+            self._teacher_w = split_teacher_weights(train, cfg)
+
+    @property
+    def teacher_weights(self) -> torch.Tensor | None:
+        """(n_train, K) per-pair teacher weights (primary first), or None with one teacher."""
+        return self._teacher_w
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         return self.model(q)
@@ -151,6 +209,8 @@ class MapperModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         q, a, ids, rows = batch
+        # under torchrun: the GLOBAL batch, predictions with their gradient (cellcube.distributed)
+        pred, a, ids, rows = distributed.gather_batch(self.model(q), a, ids, rows)
         negatives = negative_ids = weights = None
         if self.negatives is not None:
             negative_ids = self.negatives.sample(rows, self.current_epoch, batch_idx)
@@ -164,25 +224,61 @@ class MapperModule(L.LightningModule):
                 lc.curriculum_start,
             ).to(q.device)
             self.log("train_curriculum_fraction", weights.mean(), on_step=False, on_epoch=True)
-        total, parts = self.loss(self.model(q), a, ids, negatives, negative_ids, weights)
+        if self._teacher_w is None:
+            total, parts = self.loss(pred, a, ids, negatives, negative_ids, weights)
+        else:
+            total, parts = self._distillation(pred, a, ids, rows, negatives, negative_ids, weights)
         if not total.requires_grad:  # e.g. a plain-reshaper cube with 0 steps: nothing to learn
-            return None
+            return distributed.skipped_step(self)  # None (a zero loss under DDP)
         self.log("train_loss", total, prog_bar=True, on_step=False, on_epoch=True)
         for key, value in parts.items():
             self.log(f"train_{key}", value, on_step=False, on_epoch=True)
         return total
 
+    def _distillation(
+        self,
+        pred: torch.Tensor,
+        a: torch.Tensor,
+        ids: torch.Tensor,
+        rows: torch.Tensor,
+        negatives: torch.Tensor | None,
+        negative_ids: torch.Tensor | None,
+        curriculum: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The multi-teacher loss of a batch; logs each teacher's mean weight and loss share."""
+        assert self._teacher_w is not None
+        cpu_rows = rows.cpu()
+        tw = self._teacher_w[cpu_rows].to(pred.device)
+        views = self._train.views
+        targets = [a, *(views[label].a[cpu_rows].to(pred.device) for label in self.labels[1:])]
+        heads = [self.heads[module_key(label)] for label in self.labels[1:]]
+        total, terms = distillation_loss(
+            self.loss, pred, targets, heads, ids, tw, curriculum, negatives, negative_ids
+        )
+        parts = {}
+        for t, label in enumerate(self.labels):
+            parts[f"loss_{label}"] = terms[t]
+            self.log(f"train_weight_{label}", tw[:, t].mean(), on_step=False, on_epoch=True)
+        return total, parts
+
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         (q,) = batch
-        m = retrieval_metrics(
-            self.model(q), self._val.answer_ids, self._val.candidates, self.cfg.eval.ks
-        )
+        pred = self.model(q)
+        val = self._val
+        m = retrieval_metrics(pred, val.answer_ids, val.candidates, self.cfg.eval.ks)
         for key, value in m.items():
             self.log(f"val_{key}", value, prog_bar=key == "mrr", batch_size=q.shape[0])
+        for label in self.labels[1:]:  # each other teacher's retrieval, through its head
+            head = self.heads[module_key(label)]
+            mt = retrieval_metrics(head(pred), val.answer_ids, val.views[label].candidates)
+            self.log(f"val_mrr_{label}", mt["mrr"], batch_size=q.shape[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         t = self.cfg.train
-        return torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
+        if len(self.heads):  # heads translate between spaces: no decay towards zero
+            groups.append({"params": list(self.heads.parameters()), "weight_decay": 0.0})
+        return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add cellcube's config and the torch/numpy/python RNG states to Lightning's checkpoint.
@@ -250,7 +346,9 @@ def fit(
     """Train ``model`` on ``train``, early-stopping on ``val`` MRR; return the best checkpoint path.
 
     Checkpoints go to ``out_dir/checkpoints/{best,last}.ckpt`` and logs to ``out_dir/logs``.
-    With ``resume=True`` training continues from ``last.ckpt`` (which must exist).
+    With ``resume=True`` training continues from ``last.ckpt`` (which must exist). Under torchrun
+    every process calls this and they train as one DDP run on the global ``train.batch_size``
+    (:mod:`cellcube.distributed`); rank 0 writes the checkpoints and logs.
     """
     _quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -258,14 +356,21 @@ def fit(
     last = ckpt_dir / "last.ckpt"
     if resume and not last.exists():
         raise CheckpointError(f"{last}: nothing to resume from (no such checkpoint)")
-    if not resume:
+    if not resume and distributed.is_rank_zero():
         for stale in (ckpt_dir / "best.ckpt", last):
             stale.unlink(missing_ok=True)
+    world = distributed.world_size()
     loader = DataLoader(
         TensorDataset(train.q, train.a, train.answer_ids, torch.arange(len(train))),
-        batch_size=cfg.train.batch_size,
-        sampler=EpochSeededSampler(len(train), cfg.seed),
-        drop_last=len(train) > cfg.train.batch_size,
+        batch_size=distributed.check_batch_size(cfg.train.batch_size, len(train)),
+        sampler=EpochSeededSampler(
+            len(train),
+            cfg.seed,
+            batch_size=cfg.train.batch_size,
+            rank=distributed.rank(),
+            world_size=world,
+        ),
+        drop_last=world == 1 and len(train) > cfg.train.batch_size,
     )
     val_loader = DataLoader(TensorDataset(val.q), batch_size=len(val))
     checkpoint = ModelCheckpoint(
@@ -285,7 +390,7 @@ def fit(
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
-        devices=1,
+        **distributed.trainer_kwargs(cfg.train.ddp_backend, cfg.train.accelerator),
         precision=cfg.train.precision,
         deterministic=True,
         callbacks=[
@@ -324,6 +429,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "cellcube" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a cellcube checkpoint")
     return ckpt
+
+
+def load_heads(path: Path) -> dict[str, nn.Linear]:
+    """The projection heads of a multi-teacher checkpoint, by module key (empty if none)."""
+    state = load_checkpoint(path)["state_dict"]
+    heads: dict[str, nn.Linear] = {}
+    for key, weight in state.items():
+        if key.startswith("heads.") and key.endswith(".weight"):
+            name = key[len("heads.") : -len(".weight")]
+            head = nn.Linear(weight.shape[1], weight.shape[0])
+            head.load_state_dict({"weight": weight, "bias": state[f"heads.{name}.bias"]})
+            heads[name] = head.eval()
+    return heads
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
