@@ -29,16 +29,7 @@ from cellcube.multiteacher import (
 )
 from cellcube.pipeline import evaluate_run, format_report
 from cellcube.teachers import TeacherSpec, load_teacher
-
-TINY = [
-    "cube.lattice=[2,2,2]",
-    "cube.channels=4",
-    "cube.hidden=8",
-    "cube.steps=2",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "train.progress=false",
-]
+from test_pipeline import TINY
 
 
 def test_uniform_and_fixed_weights_are_what_they_say() -> None:
