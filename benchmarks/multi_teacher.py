@@ -5,7 +5,8 @@ teachers: MiniLM primary, mpnet, SmolLM2; ``make teachers`` installs them) with 
 
 * ``single``: ``teachers.others=[]`` -- the default single-teacher cube (MiniLM only);
 * ``uniform``: ``teachers.weighting=uniform``;
-* ``adaptive``: the shipped config (per-pair confidence weights).
+* ``adaptive``: the shipped config (per-pair confidence weights, ``teachers.temperature=1``);
+* ``adaptive_t3`` / ``adaptive_t10``: the same with a softer softmax over teachers.
 
 The baselines (identity, mlp, ...) depend only on the split, so only ``single`` runs train them.
 
@@ -29,6 +30,9 @@ VARIANTS = {  # the baselines (identity, mlp, ...) are trained once per split, w
     "single": ["teachers.others=[]"],
     "uniform": ["teachers.weighting=uniform", "eval.baselines=false"],
     "adaptive": ["eval.baselines=false"],
+    # the adaptive weights' softmax temperature, for the record (not used to pick the shipped 1.0)
+    "adaptive_t3": ["teachers.temperature=3", "eval.baselines=false"],
+    "adaptive_t10": ["teachers.temperature=10", "eval.baselines=false"],
 }
 
 
