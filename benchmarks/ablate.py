@@ -3,6 +3,16 @@ several seeds, and tabulate validation MRR (what the default is chosen on) besid
 
     python benchmarks/ablate.py --out runs/ablate --seed 0 --seed 1 --seed 2 --jobs 2
 
+Cross-validated (``--folds K``): every configuration is trained K times per seed and corpus, fold
+``i`` of the non-test pairs serving as validation (``data.folds=K data.fold=i``); the test split
+is the seed's usual one. Validation MRR then averages over every non-test pair, K times more
+validation evidence than the 10% split, and test numbers average over the K fold models.
+``--only NAME`` restricts the run to some configurations::
+
+    python benchmarks/ablate.py --out runs/ablate_cv --folds 5 --seed 0 --seed 1 \
+        --only infonce+cosine --only infonce --only infonce+cosine+diversity \
+        --only infonce+cosine+curriculum
+
 Built on :mod:`sweep` (same runs, same resumable run directories, same summary). Only the cube
 is trained (``eval.baselines=false``), except for ``DEFAULT`` (configs/default.yaml's loss),
 which keeps its baselines so that ``identity`` and ``cube_0_steps`` stand beside it. Every
@@ -37,6 +47,27 @@ CONFIGS: dict[str, list[str]] = {
 DEFAULT = "infonce+cosine"
 
 
+def fold_variants(variants: dict[str, list[str]], folds: int) -> dict[str, list[str]]:
+    """``NAME@i``: each variant with fold ``i`` of ``folds`` as its validation split."""
+    if not folds:
+        return variants
+    return {
+        f"{name}@{i}": [*sets, f"data.folds={folds}", f"data.fold={i}"]
+        for name, sets in variants.items()
+        for i in range(folds)
+    }
+
+
+def pool_folds(reports: dict[tuple[str, str, int], dict]) -> dict[tuple[str, str, int], dict]:
+    """Key fold runs ``(NAME@i, corpus, seed)`` as ``(NAME, corpus, seed * 1000 + i)`` so that
+    :func:`summarise` pools every fold and seed of a configuration into one cell."""
+    pooled = {}
+    for (name, corpus, seed), report in reports.items():
+        base, _, fold = name.partition("@")
+        pooled[(base, corpus, seed * 1000 + int(fold or 0))] = report
+    return pooled
+
+
 def format_ablation(summary: dict[str, dict], corpora: list[str]) -> str:
     """Markdown: one row per configuration, validation MRR (mean over corpora) first."""
     head = ["loss configuration", "val MRR (mean)"]
@@ -47,7 +78,7 @@ def format_ablation(summary: dict[str, dict], corpora: list[str]) -> str:
     def pm(stat: list[float]) -> str:
         return f"{stat[0]:.3f} ± {stat[1]:.3f}"
 
-    for name in CONFIGS:
+    for name in (n for n in CONFIGS if f"{n}/{corpora[0]}" in summary):
         cubes = [summary[f"{name}/{c}"]["cube"] for c in corpora]
         label = f"{name} (default)" if name == DEFAULT else name
         row = [label, f"{statistics.fmean(cube['val_mrr'][0] for cube in cubes):.3f}"]
@@ -55,6 +86,8 @@ def format_ablation(summary: dict[str, dict], corpora: list[str]) -> str:
             row += [pm(cube["val_mrr"]), pm(cube["mrr"]), pm(cube["recall@1"]), pm(cube["cosine"])]
         lines.append("| " + " | ".join(row) + " |")
     for rival in ("cube_0_steps", "identity"):
+        if rival not in summary.get(f"{DEFAULT}/{corpora[0]}", {}):
+            continue
         row = [f"*{rival}* (beside {DEFAULT})", ""]
         for c in corpora:
             m = summary[f"{DEFAULT}/{c}"][rival]
@@ -70,11 +103,15 @@ def main() -> None:
     ap.add_argument("--corpus", action="append", default=None)
     ap.add_argument("--seed", type=int, action="append", default=None)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--folds", type=int, default=0, help="K-fold cross-validation (0: off)")
+    ap.add_argument("--only", action="append", choices=list(CONFIGS), default=None)
     args = ap.parse_args()
     corpora = args.corpus or ["chatterbot", "zaragoza"]
-    variants = {name: ["eval.baselines=false", *sets] for name, sets in CONFIGS.items()}
+    names = args.only or list(CONFIGS)
+    variants = {name: ["eval.baselines=false", *CONFIGS[name]] for name in names}
+    variants = fold_variants(variants, args.folds)
     reports = run_all(args.config, args.out, variants, corpora, args.seed or [0], args.jobs)
-    summary = summarise(reports)
+    summary = summarise(pool_folds(reports))
     write_json(args.out / "summary.json", summary)
     table = format_ablation(summary, corpora)
     write_text(args.out / "ablation.md", table + "\n")

@@ -16,6 +16,7 @@ from cellcube.data import (
     load_csv,
     load_jsonl,
     load_pairs,
+    split_dataset,
     split_pairs,
 )
 from cellcube.errors import ConfigError, DataError
@@ -387,3 +388,37 @@ def test_split_bad_seed() -> None:
     pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(10)]
     with pytest.raises(ConfigError, match="seed"):
         split_pairs(pairs, seed=-1)
+
+
+def test_split_folds_partition_the_non_test_answers_with_the_test_split_fixed() -> None:
+    pairs = load_builtin("zaragoza")
+    plain = split_pairs(pairs, seed=2)
+    folds = [split_pairs(pairs, seed=2, folds=5, fold=i) for i in range(5)]
+    for split in folds:
+        assert split.test == plain.test  # cross-validation never touches the test split
+        assert not _answers(split.train) & _answers(split.val)
+        assert len(split.train) + len(split.val) == len(plain.train) + len(plain.val)
+    vals = [_answers(s.val) for s in folds]
+    assert set().union(*vals) == _answers(plain.train) | _answers(plain.val)
+    assert sum(len(v) for v in vals) == len(set().union(*vals))  # disjoint: each answer once
+    sizes = sorted(len(v) for v in vals)
+    assert sizes[-1] - sizes[0] <= 1  # (nearly) equal folds, in answers
+    backward = split_pairs(pairs[::-1], seed=2, folds=5, fold=1)
+    assert _answers(backward.val) == vals[1]  # independent of the input order
+
+
+@pytest.mark.parametrize(("folds", "fold"), [(1, 0), (3, 3), (0, 1), (-2, 0)])
+def test_split_bad_folds(folds: int, fold: int) -> None:
+    pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(10)]
+    with pytest.raises(ConfigError, match=r"data\.folds"):
+        split_pairs(pairs, seed=0, folds=folds, fold=fold)
+
+
+def test_split_folds_need_enough_answers_and_unpinned_data() -> None:
+    pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(4)]
+    assert "at least 5 distinct answers for 4 folds" in _error(
+        split_pairs, pairs, seed=0, folds=4, fold=0
+    )
+    pinned = [QAPair("q", "a", "f.jsonl:1", split="train")]
+    with pytest.raises(ConfigError, match=r"f\.jsonl:1 pins its split"):
+        split_dataset(pinned, seed=0, folds=3, fold=0)

@@ -44,12 +44,19 @@ class DataConfig(_Section):
     context_turns: int = Field(0, ge=0)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    folds: int = Field(0, ge=0)
+    fold: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 10% of the pairs for training"
+            )
+        if self.folds == 1 or self.fold >= max(self.folds, 1):
+            raise ValueError(
+                f"folds must be 0 (no cross-validation) or >= 2 and fold in 0..folds-1, got "
+                f"folds={self.folds}, fold={self.fold}"
             )
         return self
 

@@ -469,7 +469,13 @@ def _check_fraction(name: str, value: object) -> float:
 
 
 def split_pairs(
-    pairs: Sequence[QAPair], *, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.2
+    pairs: Sequence[QAPair],
+    *,
+    seed: int,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    folds: int = 0,
+    fold: int = 0,
 ) -> Split:
     """Split pairs into train/val/test, deterministically and grouped by answer text.
 
@@ -478,6 +484,12 @@ def split_pairs(
     the next ``round(val_fraction * n)`` to val and the rest to train (each split gets at least
     one answer). All pairs sharing an answer text therefore land in the same split, and the
     result does not depend on the input order. Pairs keep their input order within each split.
+
+    Cross-validation (``folds >= 2``): the test answers are the same as above (they depend on
+    ``seed`` and ``test_fraction`` only), and the other answers are cut into ``folds`` groups
+    of (nearly) equal size in shuffled order; group ``fold`` is val and the rest is train
+    (``val_fraction`` is not used). Over ``fold = 0 .. folds-1`` every non-test pair is
+    validated on exactly once, with the test split untouched.
 
     Raises :class:`ConfigError` for fractions outside (0, 1) or summing to 1 or more (naming
     ``data.val_fraction`` / ``data.test_fraction``), and :class:`DataError` when there are
@@ -497,7 +509,18 @@ def split_pairs(
     if n < 3:
         raise DataError(f"need at least 3 distinct answers to split, got {n}")
 
+    if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
+        raise ConfigError(
+            f"data.folds / data.fold: need folds = 0 (no cross-validation) or >= 2, and "
+            f"0 <= fold < folds; got folds={folds}, fold={fold}"
+        )
     n_test = max(1, round(test_f * n))
+    if folds:
+        n_test = min(n_test, n - folds)  # every fold needs an answer
+        if n_test < 1:
+            raise DataError(
+                f"need at least {folds + 1} distinct answers for {folds} folds, got {n}"
+            )
     n_val = max(1, round(val_f * n))
     # Leave at least one answer for training, shrinking the larger held-out split first.
     while n_test + n_val > n - 1:
@@ -509,7 +532,12 @@ def split_pairs(
     order = np.random.default_rng(int(seed)).permutation(n)
     shuffled = [answers[i] for i in order]
     test_answers = set(shuffled[:n_test])
-    val_answers = set(shuffled[n_test : n_test + n_val])
+    if folds:
+        rest = shuffled[n_test:]
+        bounds = [round(i * len(rest) / folds) for i in range(folds + 1)]
+        val_answers = set(rest[bounds[fold] : bounds[fold + 1]])
+    else:
+        val_answers = set(shuffled[n_test : n_test + n_val])
 
     train: list[QAPair] = []
     val: list[QAPair] = []
@@ -528,7 +556,13 @@ SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 
 
 def split_dataset(
-    pairs: Sequence[QAPair], *, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.2
+    pairs: Sequence[QAPair],
+    *,
+    seed: int,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    folds: int = 0,
+    fold: int = 0,
 ) -> tuple[Split, int]:
     """Split ORIGINAL pairs, then attach synthetic variants to their source's split, train only.
 
@@ -543,6 +577,10 @@ def split_dataset(
     originals = [p for p in pairs if p.variant_of is None]
     variants = [p for p in pairs if p.variant_of is not None]
     pinned = [p for p in originals if p.split is not None]
+    if pinned and folds:
+        raise ConfigError(
+            f"data.folds: {pinned[0].origin} pins its split; cross-validation needs unpinned data"
+        )
     if pinned:
         missing = next((p for p in originals if p.split is None), None)
         if missing is not None:
@@ -563,7 +601,12 @@ def split_dataset(
         split = Split(**buckets)
     else:
         split = split_pairs(
-            originals, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+            originals,
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            folds=folds,
+            fold=fold,
         )
     train_questions = {p.question for p in split.train}
     held_out = {t for p in (*split.val, *split.test) for t in (p.question, p.answer)}

@@ -278,6 +278,8 @@ def _read_split(
             seed=cfg.seed,
             val_fraction=cfg.data.val_fraction,
             test_fraction=cfg.data.test_fraction,
+            folds=cfg.data.folds,
+            fold=cfg.data.fold,
         )
         if n_dropped:
             log(f"data: {n_dropped} synthetic variant(s) of validation/test questions left out")
