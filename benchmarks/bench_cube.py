@@ -7,19 +7,22 @@ One run measures, on this machine and in this process (``make bench``)::
         [--compile] [--quick] [--out benchmarks/results.json]
 
 * **Throughput** (embeddings/s) of inference (eval, ``inference_mode``) and of a training step
-  (forward, InfoNCE + cosine loss, backward, AdamW step) for every lattice x steps cell, batch 64.
+  (forward, InfoNCE + cosine loss, backward, AdamW step) for every lattice x steps cell, batch 64,
+  updating every cell at every step (the cube's light cone and signal front off: the cost of
+  the lattice itself; ``default_config_context`` and the reference speed-up use them).
   Time = the fastest of the timed repeats after a warm-up (the machine is shared; the minimum is
   the least disturbed estimate); each cell is repeated until ``--min-time`` seconds or 5 repeats.
 * **FLOP efficiency** = the cube's achieved FLOP/s divided by the fp32 matrix-multiply FLOP/s
-  measured in the same run (large square ``A @ B``, 2 n^3 FLOPs, fastest repeat). The GEMM is
-  timed right before and right after every cell (``flop_efficiency``: against the better of the
-  two, i.e. under the same load as the cell) and the run's highest GEMM rate gives the more
-  conservative ``flop_efficiency_vs_run_peak``. FLOPs are counted as the multiply-adds the
-  model really does, 2 FLOPs per MAC: per cell and step ``K*C*(C+H)`` (stencil + first MLP layer
-  on the gathered K-cell neighbourhood) ``+ H*C`` (second layer), plus the reshaper's two
-  projections. Bias adds, GELU, the gather and the residual add are not counted (they are the
-  overhead the efficiency exposes). A training step counts 3x the forward FLOPs (forward, input
-  gradients, weight gradients); recomputation under checkpointing is not counted as useful work.
+  measured in the same run (large square ``A @ B``, 2 n^3 FLOPs). The VM's speed drifts, so a
+  GEMM is timed right before every timed repeat of the cube and ``flop_efficiency`` is the
+  median over these pairs (:func:`paired_time`); ``flop_efficiency_vs_run_peak`` divides the
+  fastest repeat by the GEMM rate measured at the start of the run. FLOPs are counted as the
+  multiply-adds the model really does, 2 FLOPs per MAC: per cell and step ``K*C*(C+H)`` (stencil
+  + first MLP layer on the gathered K-cell neighbourhood) ``+ H*C`` (second layer), plus the
+  reshaper's two projections. Bias adds, GELU, the gather and the residual add are not counted
+  (they are the overhead the efficiency exposes). A training step counts 3x the forward FLOPs
+  (forward, input gradients, weight gradients); recomputation under checkpointing is not counted
+  as useful work.
 * **Speed-up over the per-cell reference** (``reference_cube.py``, the earlier prototype's style:
   one embedding at a time, a Python loop over cells) at the default config, on the SAME weights;
   the outputs are asserted equal (rtol = atol = 1e-4) before any timing counts.
@@ -39,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -49,7 +53,7 @@ import torch.nn.functional as F
 
 from cellcube.baselines import build_model
 from cellcube.config import Config, CubeConfig
-from cellcube.cube import Cube
+from cellcube.cube import Cube, update_plan
 from cellcube.io import write_json
 from cellcube.losses import build_loss
 
@@ -78,12 +82,36 @@ def best_time(fn: Callable[[], object], device: torch.device, min_time: float, r
     return min(times)
 
 
-def gemm_flops_per_s(device: torch.device, min_time: float = 1.0) -> float:
+def paired_time(
+    fn: Callable[[], object], flops: float, device: torch.device, min_time: float, reps: int
+) -> tuple[float, float]:
+    """``(fastest time of fn, median FLOP efficiency over paired repeats)``.
+
+    The VM's speed drifts from second to second, so each timed repeat of ``fn`` is paired with
+    a GEMM timed just before it (fastest of 3): the efficiency of a pair, ``flops / t_i /
+    gemm_i``, compares the cube with the machine as it was at that moment, and the median over
+    pairs is reported."""
+    fn()
+    _sync(device)
+    times: list[float] = []
+    effs: list[float] = []
+    start = time.perf_counter()
+    while len(times) < reps and (not times or time.perf_counter() - start < min_time):
+        gemm = gemm_flops_per_s(device, min_time=0.0, reps=3)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+        effs.append(flops / times[-1] / gemm)
+    return min(times), statistics.median(effs)
+
+
+def gemm_flops_per_s(device: torch.device, min_time: float = 1.0, reps: int = 10) -> float:
     """The machine's practical fp32 peak: FLOP/s of a large square matmul (fastest of repeats)."""
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    return 2 * n**3 / best_time(lambda: a @ b, device, min_time=min_time, reps=10)
+    return 2 * n**3 / best_time(lambda: a @ b, device, min_time=min_time, reps=reps)
 
 
 def cube_config(lattice: tuple[int, int, int], channels: int, hidden: int) -> CubeConfig:
@@ -91,37 +119,40 @@ def cube_config(lattice: tuple[int, int, int], channels: int, hidden: int) -> Cu
     return CubeConfig(lattice=lattice, channels=channels, hidden=hidden, steps=lattice[2] - 1)
 
 
-def updated_cells(cfg: CubeConfig, steps: int) -> int:
-    """Cell updates one forward pass performs: every cell every step, except the layers the
-    light cone skips (``Cube`` docstring: faces reshaper, zero walls)."""
-    nx, ny, nz = cfg.lattice
-    if cfg.reshaper != "faces" or cfg.boundary != "zero":
-        return steps * cfg.n_cells
-    return sum(nx * ny * min(nz, steps - t) for t in range(steps))
+def updated_cells(cfg: CubeConfig, steps: int, batch: int, cones: bool = True) -> int:
+    """Cell updates one forward pass of a batch performs: :meth:`Cube.plan` (light cone and
+    signal front under the faces reshaper with zero walls; every cell every step otherwise)."""
+    cones = cones and cfg.reshaper == "faces" and cfg.boundary == "zero"
+    plan = update_plan(cfg.lattice[2], steps, cones)
+    return cfg.lattice[0] * cfg.lattice[1] * sum(batch * len(d) + len(s) for d, s in plan)
 
 
-def forward_flops(cfg: CubeConfig, batch: int, steps: int, dim: int = DIM) -> int:
+def forward_flops(
+    cfg: CubeConfig, batch: int, steps: int, dim: int = DIM, cones: bool = True
+) -> int:
     """Multiply-adds x 2 of one forward pass (see the module docstring for what is counted)."""
     k = 7 if cfg.neighbourhood == 6 else 27
     c, h = cfg.channels, cfg.hidden
     per_cell_step = k * c * (c + h) + h * c
     face = cfg.lattice[0] * cfg.lattice[1] if cfg.reshaper == "faces" else cfg.n_cells
     reshaper = 2 * dim * face * c
-    return 2 * batch * (updated_cells(cfg, steps) * per_cell_step + reshaper)
+    return 2 * (updated_cells(cfg, steps, batch, cones) * per_cell_step + batch * reshaper)
 
 
-def activation_bytes(cfg: CubeConfig, batch: int, steps: int) -> int:
+def activation_bytes(cfg: CubeConfig, batch: int, steps: int, cones: bool = True) -> int:
     """Tensors a training step keeps per cell update without checkpointing: the gathered
     neighbourhood, [stencil|hidden] and the GELU output (fp32)."""
     k = 7 if cfg.neighbourhood == 6 else 27
     c, h = cfg.channels, cfg.hidden
-    return 4 * batch * updated_cells(cfg, steps) * (k * c + (c + h) + h)
+    return 4 * updated_cells(cfg, steps, batch, cones) * (k * c + (c + h) + h)
 
 
-def make_cube(cfg: CubeConfig, device: torch.device, seed: int = 0) -> Cube:
-    """A cube with small random weights everywhere (the zero-initialised read-out included)."""
+def make_cube(cfg: CubeConfig, device: torch.device, seed: int = 0, cones: bool = True) -> Cube:
+    """A cube with small random weights everywhere (the zero-initialised read-out included);
+    ``cones=False`` updates every cell at every step (no light cone, no signal front)."""
     torch.manual_seed(seed)
     cube = Cube(DIM, cfg)
+    cube.light_cone = cones
     with torch.no_grad():
         for p in cube.parameters():
             p.normal_(0, 0.02)
@@ -211,82 +242,88 @@ def bench_lattice(
     device: torch.device,
     peak: float,
 ) -> dict[str, dict]:
-    """Inference and training throughput and FLOP efficiency for one lattice, every step count."""
+    """Inference and training throughput and FLOP efficiency for one lattice, every step count.
+
+    Every cell is updated at every step (``cones=False``): the cost of the lattice itself. (With
+    the faces reshaper and fewer than Z-1 steps the input cannot reach the output face, and the
+    cones would leave almost nothing to compute per embedding.)"""
     cfg = cube_config(lattice, args.channels, args.hidden)
     q, a = _batch(args.batch, device)
-    keys = (
-        "infer",
-        "train",
-        "eff_infer",
-        "eff_train",
-        "ckpt",
-        "peak",
-        "run_eff_infer",
-        "run_eff_train",
-    )
+    keys = ("infer", "train", "eff_infer", "eff_train", "ckpt", "run_eff_infer", "run_eff_train")
     out: dict[str, dict] = {k: {} for k in keys}
     for steps in steps_list:
-        before = gemm_flops_per_s(device, min_time=0.3)
-        flops = forward_flops(cfg, args.batch, steps)
+        flops = forward_flops(cfg, args.batch, steps, cones=False)
         big = flops * 3 > 2e11  # a minute-long repeat on CPU: time it once
         reps = 1 if big and device.type == "cpu" else 5
-        cube = make_cube(cfg, device).eval()
-        t_inf = best_time(infer_fn(cube, q, steps, False), device, args.min_time, reps)
-        ckpt = activation_bytes(cfg, args.batch, steps) > args.max_train_gib * 2**30
-        cube = make_cube(cfg.model_copy(update={"checkpointing": ckpt}), device).train()
-        t_train = best_time(train_step_fn(cube, q, a, steps, False), device, args.min_time, reps)
-        local = max(before, gemm_flops_per_s(device, min_time=0.3))  # same moment, same load
-        peak = max(peak, local)
+        cube = make_cube(cfg, device, cones=False).eval()
+        t_inf, eff_inf = paired_time(
+            infer_fn(cube, q, steps, False), flops, device, args.min_time, reps
+        )
+        ckpt = activation_bytes(cfg, args.batch, steps, cones=False) > args.max_train_gib * 2**30
+        cube = make_cube(cfg.model_copy(update={"checkpointing": ckpt}), device, cones=False)
+        t_train, eff_train = paired_time(
+            train_step_fn(cube.train(), q, a, steps, False), 3 * flops, device, args.min_time, reps
+        )
         key = str(steps)
         out["infer"][key] = args.batch / t_inf
         out["train"][key] = args.batch / t_train
-        out["peak"][key] = local
-        out["eff_infer"][key] = flops / t_inf / local
-        out["eff_train"][key] = 3 * flops / t_train / local
+        out["eff_infer"][key] = eff_inf
+        out["eff_train"][key] = eff_train
         out["run_eff_infer"][key] = flops / t_inf / peak
         out["run_eff_train"][key] = 3 * flops / t_train / peak
         out["ckpt"][key] = ckpt
         name = "x".join(map(str, lattice))
         print(
             f"  {name} steps {steps:>2}: inference {args.batch / t_inf:10.1f}"
-            f" emb/s (eff {flops / t_inf / local:.2f}), training {args.batch / t_train:9.1f} emb/s"
-            f" (eff {3 * flops / t_train / local:.2f}{', checkpointed' if ckpt else ''})",
+            f" emb/s (eff {eff_inf:.2f}), training {args.batch / t_train:9.1f} emb/s"
+            f" (eff {eff_train:.2f}{', checkpointed' if ckpt else ''})",
             flush=True,
         )
     return out
 
 
 def bench_reference(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
-    """Speed-up of the cube over the per-cell reference at the default config, same weights."""
+    """Speed-up of the cube over the per-cell reference at the default config, same weights:
+    the cube as it runs (light cone and signal front), and updating every cell every step."""
     cfg = Config().cube
     cube = make_cube(cfg, torch.device("cpu")).eval()
     q, _ = _batch(args.batch, torch.device("cpu"))
     n_ref = 16
-    fast_cube = make_cube(cfg, device).eval()
-    fast_run = infer_fn(fast_cube, q.to(device), None, False)
-    fast_run()
-    rows, ref_times, fast_times = [], [], []
-    for row in q[:n_ref]:  # interleaved, so both see the same load; fastest of each
+    runs = {}
+    for cones in (True, False):
+        fast_cube = make_cube(cfg, device, cones=cones).eval()
+        runs[cones] = (fast_cube, infer_fn(fast_cube, q.to(device), None, False))
+        runs[cones][1]()
+    rows, ref_times = [], []
+    fast_times: dict[bool, list[float]] = {True: [], False: []}
+    for row in q[:n_ref]:  # interleaved, so all see the same load; fastest of each
         t = time.perf_counter()
         rows.append(reference_forward(cube, row[None]))
         ref_times.append(time.perf_counter() - t)
-        for _ in range(3):
-            t = time.perf_counter()
-            fast_run()
-            _sync(device)
-            fast_times.append(time.perf_counter() - t)
+        for cones, (_, run) in runs.items():
+            for _ in range(3):
+                t = time.perf_counter()
+                run()
+                _sync(device)
+                fast_times[cones].append(time.perf_counter() - t)
     ref = torch.cat(rows)
-    with torch.inference_mode():
-        fast = fast_cube(q.to(device)).cpu()
-    torch.testing.assert_close(fast[:n_ref], ref, rtol=1e-4, atol=1e-4)  # same rule, same numbers
-    ref_rate, fast_rate = 1 / min(ref_times), args.batch / min(fast_times)
+    diffs = []
+    for fast_cube, _ in runs.values():
+        with torch.inference_mode():
+            fast = fast_cube(q.to(device)).cpu()
+        torch.testing.assert_close(fast[:n_ref], ref, rtol=1e-4, atol=1e-4)  # same numbers
+        diffs.append(float((fast[:n_ref] - ref).abs().max()))
+    ref_rate = 1 / min(ref_times)
+    rate = {cones: args.batch / min(times) for cones, times in fast_times.items()}
     return {
         "lattice": list(cfg.lattice),
         "steps": cfg.steps,
         "reference_emb_per_s": ref_rate,
-        "cube_emb_per_s": fast_rate,
-        "speedup": fast_rate / ref_rate,
-        "max_abs_diff": float((fast[:n_ref] - ref).abs().max()),
+        "cube_emb_per_s": rate[True],
+        "speedup": rate[True] / ref_rate,
+        "cube_every_cell_emb_per_s": rate[False],
+        "speedup_every_cell": rate[False] / ref_rate,
+        "max_abs_diff": max(diffs),
     }
 
 
@@ -297,8 +334,8 @@ def bench_memory(
     cfg = cube_config(lattice, args.channels, args.hidden)
     q, _ = _batch(args.batch, device)
     curve: dict[str, dict[str, float]] = {"plain": {}, "checkpointed": {}}
-    for ckpt, name in ((False, "plain"), (True, "checkpointed")):
-        cube = make_cube(cfg.model_copy(update={"checkpointing": ckpt}), device)
+    for ckpt, name in ((False, "plain"), (True, "checkpointed")):  # every cell, every step
+        cube = make_cube(cfg.model_copy(update={"checkpointing": ckpt}), device, cones=False)
         for steps in args.steps:
             curve[name][str(steps)] = peak_train_memory(cube, q, steps) / 2**20
     return curve
@@ -464,21 +501,19 @@ def main() -> None:
     print(f"fp32 GEMM: {peaks[0] / 1e9:.1f} GFLOP/s", flush=True)
     ref = bench_reference(device, args)
     print(f"per-cell reference: {ref['speedup']:.0f}x slower ({ref})", flush=True)
-    infer, train, eff_i, eff_t, ckpt, local, run_i, run_t = ({} for _ in range(8))
+    infer, train, eff_i, eff_t, ckpt, run_i, run_t = ({} for _ in range(7))
     for lat in lattices:
         r = bench_lattice(lat, args.steps, args, device, max(peaks))
         name = "x".join(map(str, lat))
         infer[name], train[name], ckpt[name] = r["infer"], r["train"], r["ckpt"]
-        eff_i[name], eff_t[name], local[name] = r["eff_infer"], r["eff_train"], r["peak"]
+        eff_i[name], eff_t[name] = r["eff_infer"], r["eff_train"]
         run_i[name], run_t[name] = r["run_eff_infer"], r["run_eff_train"]
-        peaks.extend(r["peak"].values())
     lat_s, c_s, h_s, st_s = args.efficiency.split(":")
     probe = argparse.Namespace(**{**vars(args), "channels": int(c_s), "hidden": int(h_s)})
     if args.quick:
         probe.batch = 4
     print(f"efficiency probe {args.efficiency}:", flush=True)
     wide = bench_lattice(_lattice(lat_s), [int(st_s)], probe, device, max(peaks))
-    peaks.extend(wide["peak"].values())
     peak = max(peaks)
     mem_lat = _lattice(args.memory_lattice)
     memory = bench_memory(device, args, mem_lat)
@@ -490,13 +525,13 @@ def main() -> None:
                 "hidden": args.hidden,
                 "neighbourhood": 6,
                 "reshaper": "faces",
+                "every_cell_every_step": True,
                 "batch": args.batch,
                 "steps": args.steps,
                 "lattices": list(infer),
             },
             "gemm_flops_per_s": peak,
             "gemm_flops_per_s_samples": peaks,
-            "gemm_flops_per_s_beside_each_cell": local,
             "inference_emb_per_s": infer,
             "train_emb_per_s": train,
             "train_checkpointed": ckpt,
@@ -511,7 +546,6 @@ def main() -> None:
                 "inference": wide["eff_infer"][st_s],
                 "train": wide["eff_train"][st_s],
                 "inference_vs_run_peak": wide["run_eff_infer"][st_s],
-                "gemm_flops_per_s_beside": wide["peak"][st_s],
                 "inference_emb_per_s": wide["infer"][st_s],
                 "train_emb_per_s": wide["train"][st_s],
             },

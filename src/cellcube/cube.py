@@ -93,16 +93,22 @@ def neighbour_index(
     boundary: str,
     device: torch.device,
     start: int = 0,
+    stop: int | None = None,
+    top: int = 0,
 ) -> torch.Tensor:
-    """Flat neighbour table ``(X*Y*(Z-start)*K,)``: entry ``cell*K + k`` indexes neighbour ``k``.
+    """Flat neighbour table ``(X*Y*(stop-start)*K,)``: entry ``cell*K + k`` indexes neighbour ``k``.
 
-    Rows are the cells ``(i, j, z)`` with ``z >= start`` in row-major order; cells are numbered
-    ``(i*Y + j)*Z + z`` (the row-major order of a ``(X, Y, Z)`` lattice); a neighbour beyond a zero
-    wall points at index ``X*Y*Z``, the extra all-zero cell that :func:`gather_flat` appends.
-    Cached per lattice, neighbourhood, boundary, device and start layer.
+    The lattice is ``lattice`` ``(X, Y, Z)`` with, optionally, ``top`` more layers stacked on it
+    (:func:`gather_flat`'s ``top`` piece: depth ``Z + top`` in all). Rows are the cells
+    ``(i, j, z)`` with ``start <= z < stop`` (default: to the top) in row-major order. Cells of
+    the main piece are numbered ``(i*Y + j)*Z + z`` (the row-major order of ``(X, Y, Z)``), those
+    of the top piece follow, numbered ``X*Y*Z + (i*Y + j)*top + (z - Z)``, and a neighbour beyond
+    a zero wall points at the extra all-zero cell after both. Cached per lattice, neighbourhood,
+    boundary, device, rows and top.
     """
     with torch.inference_mode(False):  # a cached table must stay usable by autograd later
-        return _neighbour_table(lattice, offsets, boundary, start).to(device)
+        table = _neighbour_table(lattice, offsets, boundary, start, stop, top)
+        return table.to(device)
 
 
 def _neighbour_table(
@@ -110,10 +116,18 @@ def _neighbour_table(
     offsets: tuple[tuple[int, int, int], ...],
     boundary: str,
     start: int,
+    stop: int | None,
+    top: int,
 ) -> torch.Tensor:
     nx, ny, nz = lattice
+    depth = nz + top
+    if boundary == "periodic" and top:
+        raise ValueError("a stacked top piece needs zero walls")
     i, j, k = torch.meshgrid(
-        torch.arange(nx), torch.arange(ny), torch.arange(start, nz), indexing="ij"
+        torch.arange(nx),
+        torch.arange(ny),
+        torch.arange(start, depth if stop is None else stop),
+        indexing="ij",
     )
     cols = []
     for a, b, c in offsets:
@@ -121,21 +135,30 @@ def _neighbour_table(
         if boundary == "periodic":
             cols.append(((p % nx) * ny + q % ny) * nz + r % nz)
         else:
-            inside = (p >= 0) & (p < nx) & (q >= 0) & (q < ny) & (r >= 0) & (r < nz)
-            cols.append(torch.where(inside, (p * ny + q) * nz + r, nx * ny * nz))
+            inside = (p >= 0) & (p < nx) & (q >= 0) & (q < ny) & (r >= 0) & (r < depth)
+            main = (p * ny + q) * nz + r
+            upper = nx * ny * nz + (p * ny + q) * top + (r - nz)
+            flat = torch.where(r < nz, main, upper)
+            cols.append(torch.where(inside, flat, nx * ny * depth))
     return torch.stack(cols, dim=-1).reshape(-1)
 
 
-def gather_flat(x: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
-    """Same values as :func:`gather_neighbours`, as a ``(B*X*Y*Z, K*C)`` matrix, in one gather.
+def gather_flat(
+    x: torch.Tensor, index: torch.Tensor, k: int, top: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Same values as :func:`gather_neighbours`, as a ``(B*cells, K*C)`` matrix, in one gather.
 
     ``index`` comes from :func:`neighbour_index`. One ``index_select`` over the lattice with a zero
-    cell appended replaces padding, K strided slices and a K-way concatenation.
+    cell appended replaces padding, K strided slices and a K-way concatenation. ``top``
+    ``(1, X, Y, T, C)``: layers shared by every embedding, stacked on top of ``x`` (see
+    :class:`Cube`, "signal front").
     """
     b, nx, ny, nz, c = x.shape
-    flat = x.reshape(b, nx * ny * nz, c)
-    flat = torch.cat([flat, flat.new_zeros(b, 1, c)], dim=1)
-    return flat.index_select(1, index).view(-1, k * c)
+    parts = [x.reshape(b, nx * ny * nz, c)]
+    if top is not None:
+        parts.append(top.reshape(1, -1, c).expand(b, -1, c))
+    parts.append(x.new_zeros(b, 1, c))
+    return torch.cat(parts, dim=1).index_select(1, index).view(-1, k * c)
 
 
 class CellRule(nn.Module):
@@ -196,10 +219,14 @@ class CellRule(nn.Module):
         b1 = torch.cat([self.update.bias, self.perceive.bias])
         return w1, b1, self.update.weight
 
-    def index(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def index(
+        self, x: torch.Tensor, start: int = 0, stop: int | None = None, top: int = 0
+    ) -> torch.Tensor:
         """The :func:`neighbour_index` table of the lattice of ``x`` ``(B, X, Y, Z, C)``."""
         lattice = tuple(x.shape[1:4])
-        return neighbour_index(lattice, tuple(self.offsets), self.boundary, x.device, start)
+        return neighbour_index(
+            lattice, tuple(self.offsets), self.boundary, x.device, start, stop, top
+        )
 
     def step(
         self,
@@ -208,23 +235,24 @@ class CellRule(nn.Module):
         w1: torch.Tensor,
         b1: torch.Tensor,
         w2: torch.Tensor,
-        start: int = 0,
+        top: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One update of every cell given the lattice's :meth:`index` and :meth:`fused_weights`.
+        """One update of the cells that ``index`` lists, given :meth:`fused_weights`.
 
-        With ``start > 0`` only the layers ``z >= start`` are updated and returned (``index`` must
-        be the table for that ``start``): the lattice shrinks to ``(B, X, Y, Z-start, C)``.
-        Everything it needs comes in as arguments (no Python-side caches inside), so it is also
-        the unit to hand to ``torch.compile`` (``benchmarks/bench_cube.py --compile``).
-        Large batches are updated a few embeddings at a time (about :data:`CHUNK_ROWS` cells)
-        so that the gathered neighbourhoods and the hidden layer stay in cache between the GEMMs.
+        ``index`` is the :meth:`index` table of the rows to update (whole ``z`` layers, by
+        default all of them); the result holds exactly those layers, ``(B, X, Y, rows, C)``.
+        ``top`` is stacked on ``x`` as :func:`gather_flat` says. Everything it needs comes in as
+        arguments (no Python-side caches inside), so it is also the unit to hand to
+        ``torch.compile`` (``benchmarks/bench_cube.py --compile``). Large batches are updated a
+        few embeddings at a time (about :data:`CHUNK_ROWS` cells) so that the gathered
+        neighbourhoods and the hidden layer stay in cache between the GEMMs.
         """
         rows = index.numel() // len(self.offsets)  # cells updated per embedding
         chunk = max(1, CHUNK_ROWS // rows)
         if x.shape[0] <= chunk:
-            return self._update(x, index, w1, b1, w2, start)
+            return self._update(x, index, w1, b1, w2, top)
         parts = [
-            self._update(x[i : i + chunk], index, w1, b1, w2, start)
+            self._update(x[i : i + chunk], index, w1, b1, w2, top)
             for i in range(0, x.shape[0], chunk)
         ]
         return torch.cat(parts)
@@ -236,15 +264,15 @@ class CellRule(nn.Module):
         w1: torch.Tensor,
         b1: torch.Tensor,
         w2: torch.Tensor,
-        start: int,
+        top: torch.Tensor | None,
     ) -> torch.Tensor:
-        c = x.shape[-1]
-        h = gather_flat(x, index, len(self.offsets))
+        b, nx, ny, _, c = x.shape
+        h = gather_flat(x, index, len(self.offsets), top)
         y = F.linear(h, w1, b1)  # [stencil(h) + update.bias | perceive(h)], one GEMM
         s, z = y.split([c, y.shape[1] - c], dim=1)
         dx = torch.addmm(s, F.gelu(z), w2.t())  # + update(gelu(.)) inside the GEMM
-        kept = x[:, :, :, start:] if start else x
-        return kept + self._fire(dx.view(kept.shape))
+        kept = h[:, :c]  # the cell's own state: offset (0, 0, 0) comes first
+        return (kept + self._fire(dx)).view(b, nx, ny, -1, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.step(x, self.index(x), *self.fused_weights())
@@ -295,9 +323,14 @@ class Reshaper(nn.Module):
         if self.proj_in is None:
             return e.reshape(b, nx, ny, nz, c)
         if self.mode == "faces":  # the input face z=0; the rest of the lattice starts empty
-            face = self.proj_in(e).reshape(b, nx, ny, 1, c)
+            face = self.encode_face(e)
             return torch.cat([face, face.new_zeros(b, nx, ny, nz - 1, c)], dim=3)
         return self.proj_in(e).reshape(b, nx, ny, nz, c)
+
+    def encode_face(self, e: torch.Tensor) -> torch.Tensor:
+        """``faces`` only: the input face ``(B, X, Y, 1, C)``, without the empty layers above."""
+        nx, ny, _ = self.lattice
+        return self.proj_in(e).reshape(e.shape[0], nx, ny, 1, self.channels)
 
     def decode(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Cell states (and the input embedding ``e``) -> embedding ``(B, D)``."""
@@ -306,6 +339,28 @@ class Reshaper(nn.Module):
         if self.mode == "faces":  # read the output face z=Z-1 only
             x = x[:, :, :, -1]
         return e + self.proj_out(x.reshape(x.shape[0], -1))
+
+
+def update_plan(depth: int, steps: int, cones: bool) -> list[tuple[range, range]]:
+    """The ``z`` layers each step updates: ``(per embedding, once for the whole batch)``.
+
+    Without ``cones`` every step updates every layer for every embedding. With them (see
+    :class:`Cube`) a step updates, for each embedding, the layers the input signal has reached
+    that can still reach the output face, and once for the batch the layers above the signal
+    front that can. Layers absent from both are never computed again.
+    """
+    if not cones:
+        return [(range(depth), range(depth, depth))] * steps
+    dep, shared = range(0, 1), range(1, depth)  # the input face; the empty layers above it
+    plan = []
+    for t in range(steps):
+        first = max(0, depth - (steps - t))  # the lowest layer that can still reach the output
+        # the signal front moves up one layer per step: the first shared layer joins `dep`
+        new_dep = range(max(dep.start, first), min(dep.stop + 1, depth)) if dep else dep
+        new_shared = range(max(shared.start + bool(dep), first), depth) if shared else shared
+        plan.append((new_dep, new_shared))
+        dep, shared = new_dep, new_shared
+    return plan
 
 
 class Cube(nn.Module):
@@ -318,13 +373,19 @@ class Cube(nn.Module):
     ``forward(e, steps=None)`` returns the transformed embedding (not normalised); ``steps``
     overrides the configured number of propagation steps (0 skips the lattice dynamics).
 
-    Light cone: with the ``faces`` reshaper and zero walls only the output face is read, and a cell
-    influences the cell above it one step later, so at step ``t`` of ``T`` the layers
-    ``z < Z - (T - t)`` can no longer reach the output face. They are skipped and dropped (the
-    lattice shrinks from the bottom); the output and the gradients are those of the full update
-    (tested against the per-cell reference). Not under stochastic firing in training, where
-    skipping cells would change which random numbers the others draw. ``light_cone = False``
-    turns it off.
+    Two cones (faces reshaper, zero walls; :func:`update_plan`), which leave the output and the
+    gradients those of the full update of every cell (tested against the per-cell reference):
+
+    * Light cone: only the output face is read, and a cell influences the cell above it one step
+      later, so at step ``t`` of ``T`` the layers ``z < Z - (T - t)`` can no longer reach the
+      output face. They are skipped and dropped (the lattice shrinks from the bottom).
+    * Signal front: only the input face depends on the embedding, and the layers above it start
+      empty, so after ``t`` steps the layers ``z > t`` hold the same states for every embedding
+      (the rule applied to zeros). They are computed once per batch (batch size 1, broadcast),
+      and only the layers below the front per embedding.
+
+    Neither applies under stochastic firing in training, where every embedding draws its own
+    random firing pattern. ``light_cone = False`` turns both off.
     """
 
     light_cone: bool = True
@@ -344,25 +405,51 @@ class Cube(nn.Module):
             conveyor=cfg.reshaper == "faces",
         )
 
+    def plan(self, steps: int | None = None) -> list[tuple[range, range]]:
+        """:func:`update_plan` of a forward pass in the current mode."""
+        depth = self.reshaper.lattice[2]
+        return update_plan(depth, self.steps if steps is None else steps, self._prunes())
+
     def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        x = self.reshaper.encode(e)
-        n = self.steps if steps is None else steps
-        weights = self.rule.fused_weights() if n else ()
-        prune = self._prunes()
-        depth = x.shape[3]
-        low = 0  # the lowest layer still held
-        for t in range(n):
-            first = max(0, depth - (n - t)) if prune else 0  # lowest layer that can still matter
-            start = first - low
-            args = (self.rule.index(x, start), *weights, start)
-            if self.checkpointing and self.training and torch.is_grad_enabled():
-                # keep only each step's input; recompute the step in backward: activation
-                # memory grows with one lattice per step instead of the rule's intermediates
-                x = checkpoint(self.rule.step, x, *args, use_reentrant=False)
-            else:
-                x = self.rule.step(x, *args)
-            low = first
+        plan = self.plan(steps)
+        weights = self.rule.fused_weights() if plan else ()
+        depth = self.reshaper.lattice[2]
+        if self._prunes():  # per embedding: the input face; shared: the empty layers above it
+            x = face = self.reshaper.encode_face(e)
+            dep, shared = range(0, 1), range(1, depth)
+            above = x.new_zeros(1, *x.shape[1:3], depth - 1, x.shape[4]) if shared else None
+        else:
+            x, dep, shared, above = self.reshaper.encode(e), range(depth), range(0), None
+        for new_dep, new_shared in plan:
+            new_x = new_above = None
+            if new_dep:  # the rows may include the first shared layer, stacked on top of x
+                top = above[:, :, :, :2] if new_dep.stop > dep.stop else None
+                start, stop = new_dep.start - dep.start, new_dep.stop - dep.start
+                new_x = self._step(x, start, stop, top, weights)
+            if new_shared:
+                new_above = self._step(above, new_shared.start - shared.start, None, None, weights)
+            x, above, dep, shared = new_x, new_above, new_dep, new_shared
+        if shared:  # the output face is above the signal front: the same for every embedding
+            # (the input face stays in the graph with a zero gradient, as in the full update,
+            # so that optimisers and DDP see the same parameters take part)
+            x = above.expand(e.shape[0], -1, -1, -1, -1) + 0.0 * face.sum()
         return self.reshaper.decode(x, e)
+
+    def _step(
+        self,
+        x: torch.Tensor,
+        start: int,
+        stop: int | None,
+        top: torch.Tensor | None,
+        weights: tuple[torch.Tensor, ...],
+    ) -> torch.Tensor:
+        """Update the layers ``[start, stop)`` of ``x`` (with ``top`` stacked on it)."""
+        index = self.rule.index(x, start, stop, 0 if top is None else top.shape[3])
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            # keep only each step's input; recompute the step in backward: activation
+            # memory grows with one lattice per step instead of the rule's intermediates
+            return checkpoint(self.rule.step, x, index, *weights, top, use_reentrant=False)
+        return self.rule.step(x, index, *weights, top)
 
     def _prunes(self) -> bool:
         return (
