@@ -190,7 +190,7 @@ class LossConfig(_Section):
     cosine: float = Field(1.0, ge=0)
     mse: float = Field(0.0, ge=0)
     triplet: float = Field(0.0, ge=0)
-    diversity: float = Field(0.0, ge=0)
+    diversity: float = Field(1.0, ge=0)
     temperature: float = Field(0.05, gt=0)
     margin: float = Field(0.2, ge=0)
     hard_negatives: int = Field(0, ge=0)
