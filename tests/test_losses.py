@@ -157,7 +157,7 @@ def test_build_loss_is_the_weighted_sum_of_the_configured_terms():
     assert parts["cosine"].item() == pytest.approx(0.5)
     expected = parts["infonce"] + 2 * parts["cosine"] + 0.5 * parts["mse"] + 3 * parts["diversity"]
     assert total.item() == pytest.approx(expected.item())
-    _, only = build_loss(LossConfig(cosine=0.0))(pred, target, ids)
+    _, only = build_loss(LossConfig(cosine=0.0, diversity=0.0))(pred, target, ids)
     assert set(only) == {"infonce"}
 
 

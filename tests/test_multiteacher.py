@@ -93,7 +93,9 @@ def test_one_teacher_reduces_to_the_plain_loss_and_weights_scale_terms() -> None
 
 
 def test_curriculum_weights_combine_with_teacher_weights() -> None:
-    loss = build_loss(load_config(None, ["loss.infonce=0", "loss.cosine=1"]).loss)
+    loss = build_loss(
+        load_config(None, ["loss.infonce=0", "loss.cosine=1", "loss.diversity=0"]).loss
+    )
     pred = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # cosine loss: 0 for row 0, 1 for row 1
     w = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
