@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=0, help="K-fold cross-validation (0: off)")
     ap.add_argument("--only", action="append", choices=list(CONFIGS), default=None)
     args = ap.parse_args()
+    if args.folds == 1 or args.folds < 0:
+        ap.error(f"--folds: 0 (no cross-validation) or >= 2, got {args.folds}")
     corpora = args.corpus or ["chatterbot", "zaragoza"]
     names = args.only or list(CONFIGS)
     variants = {name: ["eval.baselines=false", *CONFIGS[name]] for name in names}

@@ -88,9 +88,9 @@ def paired_time(
     """``(fastest time of fn, median FLOP efficiency over paired repeats)``.
 
     The VM's speed drifts from second to second, so each timed repeat of ``fn`` is paired with
-    a GEMM timed just before it (fastest of 3): the efficiency of a pair, ``flops / t_i /
-    gemm_i``, compares the cube with the machine as it was at that moment, and the median over
-    pairs is reported."""
+    a GEMM timed just before it (one timed GEMM after a warm-up one): the efficiency of a
+    pair, ``flops / t_i / gemm_i``, compares the cube with the machine as it was at that
+    moment, and the median over pairs is reported."""
     fn()
     _sync(device)
     times: list[float] = []
