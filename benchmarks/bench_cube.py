@@ -141,10 +141,10 @@ def forward_flops(
 
 def activation_bytes(cfg: CubeConfig, batch: int, steps: int, cones: bool = True) -> int:
     """Tensors a training step keeps per cell update without checkpointing: the gathered
-    neighbourhood, [stencil|hidden] and the GELU output (fp32)."""
+    neighbourhood, the hidden layer before and after the GELU (fp32)."""
     k = 7 if cfg.neighbourhood == 6 else 27
     c, h = cfg.channels, cfg.hidden
-    return 4 * updated_cells(cfg, steps, batch, cones) * (k * c + (c + h) + h)
+    return 4 * updated_cells(cfg, steps, batch, cones) * (k * c + 2 * h)
 
 
 def make_cube(cfg: CubeConfig, device: torch.device, seed: int = 0, cones: bool = True) -> Cube:

@@ -51,8 +51,8 @@ def _rule(neighbourhood: int, boundary: str, fire_rate: float = 1.0) -> CellRule
 def test_one_gather_equals_pad_slice_concatenate(neighbourhood, boundary):
     x = torch.randn(3, 4, 2, 5, 6)
     offsets = _rule(neighbourhood, boundary).offsets
-    index = neighbour_index((4, 2, 5), tuple(offsets), boundary, x.device)
-    assert index.shape == (4 * 2 * 5 * len(offsets),)
+    index = neighbour_index((4, 2, 5), tuple(offsets), boundary, x.device, batch=3)
+    assert index.shape == (3 * 4 * 2 * 5 * len(offsets),)
     want = gather_neighbours(x, offsets, boundary).reshape(3 * 40, -1)
     assert torch.equal(gather_flat(x, index, len(offsets)), want)
 
@@ -131,9 +131,10 @@ def test_counted_flops_are_the_multiply_adds_torch_performs():
 
 
 def test_checkpointing_flattens_the_memory_of_a_training_step():
-    """Without checkpointing each step keeps the gathered neighbourhood, [stencil|hidden] and the
-    GELU output (the measured slope equals that count); with it, one lattice per step. The
-    ``learned`` reshaper updates the whole lattice every step, so every step costs the same."""
+    """Without checkpointing each step keeps the gathered neighbourhood and the hidden layer
+    before and after the GELU (the measured slope equals that count); with it, one lattice per
+    step. The ``learned`` reshaper updates the whole lattice every step, so every step costs the
+    same."""
     cfg = cube_config((4, 4, 6), 4, 16).model_copy(update={"reshaper": "learned"})
     q = torch.randn(8, 384)
     cube = make_cube(cfg, torch.device("cpu"))
@@ -141,7 +142,7 @@ def test_checkpointing_flattens_the_memory_of_a_training_step():
     ckpt_cube = make_cube(cfg.model_copy(update={"checkpointing": True}), torch.device("cpu"))
     ckpt = {s: peak_train_memory(ckpt_cube, q, s) for s in (6, 12)}
     per_step = activation_bytes(cfg, 8, 12) - activation_bytes(cfg, 8, 11)
-    assert per_step == 4 * 8 * 96 * (7 * 4 + 20 + 16)
+    assert per_step == 4 * 8 * 96 * (7 * 4 + 16 + 16)
     slope_plain = (plain[12] - plain[6]) / 6
     slope_ckpt = (ckpt[12] - ckpt[6]) / 6
     assert 0.9 * per_step <= slope_plain <= 1.2 * per_step
@@ -210,3 +211,25 @@ def test_cones_with_26_neighbours_and_checkpointing_equal_the_full_update(steps)
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
     assert cone.reshaper.proj_in.weight.grad is not None  # zero at 0 steps, as in the full
+
+
+@pytest.mark.parametrize("rows", [10, 48, 4096])
+def test_in_place_inference_equals_the_differentiable_path(monkeypatch, rows):
+    """Without autograd, blocks are gathered and updated in place in reused buffers: same values
+    as the differentiable path updating every cell, whether a block splits an embedding (10
+    cells), spans several (48) or holds the whole batch; with the signal front's shared top
+    piece, the light cone and the expected update of ``fire_rate < 1`` folded into the weights."""
+    import cellcube.cube as cube_mod
+
+    cfg = CubeConfig(lattice=(3, 2, 4), channels=4, hidden=8, steps=3, fire_rate=0.5)
+    full = make_cube(cfg, torch.device("cpu"), cones=False).eval()
+    cone = make_cube(cfg, torch.device("cpu")).eval()
+    e = torch.randn(5, 384)
+    want = full(e, steps=5)
+    assert want.requires_grad  # the differentiable path
+    monkeypatch.setattr(cube_mod, "CHUNK_ROWS", rows)
+    with torch.inference_mode():
+        got = cone(e, steps=5)
+        got_full = full(e, steps=5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_full, want, rtol=1e-5, atol=1e-6)

@@ -11,14 +11,18 @@ Sudhakaran et al. 2021; latent NCA) and measured on validation (see the README, 
 
 * States are channels-last ``(B, X, Y, Z, C)``. Perception gathers the cell and its 6 face (or 26)
   neighbours (zero walls or periodic wrap-around) into one ``(B*X*Y*Z, K*C)`` matrix; the update
-  is computed for all cells at once as GEMMs. There is no Python loop over cells, only over steps.
-* Fast path (measured in ``benchmarks/perf.py``, README "Benchmark"): the gather is ONE
-  ``index_select`` through a cached neighbour table into the lattice plus one zero cell (walls),
-  3-6x faster forward and backward than padding + slicing + concatenating K views; the stencil and
-  the MLP's first layer are ONE GEMM producing ``[stencil | hidden]`` (their weights are
-  concatenated on the fly, so parameters and ``state_dict`` keys are unchanged), and the second
-  layer is a GEMM whose accumulator already holds the stencil term and the bias. The maths is the
-  same rule; ``benchmarks/reference_cube.py`` is the per-cell oracle the tests compare against.
+  is computed for blocks of thousands of cells at once as GEMMs. There is no Python loop over
+  cells, only over steps and blocks.
+* Fast path (measured in ``benchmarks/bench_cube.py``, README "Benchmark"): the lattice is a
+  ``(cells, C)`` matrix with one zero cell appended (the walls); each step gathers the
+  neighbourhoods of a block of about :data:`CHUNK_ROWS` cells (across embeddings) with ONE
+  ``index_select`` through a cached neighbour table, then runs the MLP's first layer and the
+  stencil as GEMMs and accumulates the second layer onto the stencil term in place. The cell's own
+  state (the residual) and, at inference, the expected firing rate are folded into the stencil's
+  weights, so nothing else touches the block. Without autograd the block's buffers are reused and
+  results are written in place (the block stays in cache between the GEMMs). Parameters and
+  ``state_dict`` keys are those of the textbook rule; ``benchmarks/reference_cube.py`` is the
+  per-cell oracle the tests compare against.
 * The rule is residual, ``x <- x + stencil(h) + mlp(h)``: a linear stencil over the neighbourhood
   plus a small nonlinear MLP, both shared by every cell.
 * The default ``faces`` reshaper writes a learned linear map of the embedding into the input face
@@ -81,9 +85,10 @@ def gather_neighbours(
 
 
 CHUNK_ROWS = 4096
-"""Cells per chunk of :meth:`CellRule.step`: on the 2-core dev CPU, 2,048-8,192 cells per chunk
-raised the FLOP efficiency of a 16x16x16x32 update from 0.33 to 0.53-0.63 of the GEMM peak (the
-working set fits the caches) and left small lattices unchanged (README, "Benchmark")."""
+"""Cells per block of :meth:`CellRule.step` (a block may span embeddings or split one). Measured
+on the 2-core dev CPU against blocks of 256-8,192 cells, 2,048-4,096 was the fastest from
+8x8x6x16 to 16x16x16x32 lattices: the block's neighbourhoods and hidden layer stay in cache
+between the GEMMs (README, "Benchmark")."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,19 +100,26 @@ def neighbour_index(
     start: int = 0,
     stop: int | None = None,
     top: int = 0,
+    batch: int = 1,
 ) -> torch.Tensor:
-    """Flat neighbour table ``(X*Y*(stop-start)*K,)``: entry ``cell*K + k`` indexes neighbour ``k``.
+    """Flat neighbour table of ``batch`` lattices: entry ``row*K + k`` indexes neighbour ``k``.
 
-    The lattice is ``lattice`` ``(X, Y, Z)`` with, optionally, ``top`` more layers stacked on it
-    (:func:`gather_flat`'s ``top`` piece: depth ``Z + top`` in all). Rows are the cells
-    ``(i, j, z)`` with ``start <= z < stop`` (default: to the top) in row-major order. Cells of
-    the main piece are numbered ``(i*Y + j)*Z + z`` (the row-major order of ``(X, Y, Z)``), those
-    of the top piece follow, numbered ``X*Y*Z + (i*Y + j)*top + (z - Z)``, and a neighbour beyond
-    a zero wall points at the extra all-zero cell after both. Cached per lattice, neighbourhood,
-    boundary, device, rows and top.
+    It indexes the rows of :func:`lattice_rows` of a ``(batch, X, Y, Z, C)`` state ``lattice``
+    ``(X, Y, Z)`` with, optionally, ``top`` more layers shared by the batch stacked on it (depth
+    ``Z + top`` in all). The table's rows are, embedding after embedding, the cells ``(i, j, z)``
+    with ``start <= z < stop`` (default: to the top) in row-major order. Cell ``(i, j, z)`` of
+    embedding ``b`` is source row ``b*X*Y*Z + (i*Y + j)*Z + z``; the top piece follows the batch,
+    row ``batch*X*Y*Z + (i*Y + j)*top + (z - Z)``; a neighbour beyond a zero wall points at the
+    all-zero row after both. Cached per lattice, neighbourhood, boundary, device, rows, top and
+    batch.
     """
     with torch.inference_mode(False):  # a cached table must stay usable by autograd later
         table = _neighbour_table(lattice, offsets, boundary, start, stop, top)
+        if batch > 1:  # embedding b reads its own cells, and the shared top and zero rows
+            cells = lattice[0] * lattice[1] * lattice[2]
+            shift = torch.arange(batch).repeat_interleave(table.numel()) * cells
+            table = table.repeat(batch)
+            table = torch.where(table < cells, table + shift, table + (batch - 1) * cells)
         return table.to(device)
 
 
@@ -143,22 +155,35 @@ def _neighbour_table(
     return torch.stack(cols, dim=-1).reshape(-1)
 
 
+def lattice_rows(x: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
+    """The states of ``x`` ``(B, X, Y, Z, C)`` as rows ``(B*X*Y*Z [+ top cells] + 1, C)``.
+
+    ``top`` ``(1, X, Y, T, C)``: layers shared by every embedding, stacked on top of each
+    lattice (see :class:`Cube`, "signal front"), stored once after the batch. The last row is
+    zero: the wall that :func:`neighbour_index` points at.
+    """
+    c = x.shape[-1]
+    parts = [x.reshape(-1, c)]
+    if top is not None:
+        parts.append(top.reshape(-1, c))
+    parts.append(x.new_zeros(1, c))
+    return torch.cat(parts)
+
+
 def gather_flat(
     x: torch.Tensor, index: torch.Tensor, k: int, top: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Same values as :func:`gather_neighbours`, as a ``(B*cells, K*C)`` matrix, in one gather.
+    """Same values as :func:`gather_neighbours`, as a ``(cells, K*C)`` matrix, in one gather.
 
-    ``index`` comes from :func:`neighbour_index`. One ``index_select`` over the lattice with a zero
-    cell appended replaces padding, K strided slices and a K-way concatenation. ``top``
-    ``(1, X, Y, T, C)``: layers shared by every embedding, stacked on top of ``x`` (see
-    :class:`Cube`, "signal front").
+    ``index`` is the :func:`neighbour_index` table of ``x``'s batch (``top`` as
+    :func:`lattice_rows` says). One ``index_select`` over the rows with a zero row appended
+    replaces padding, K strided slices and a K-way concatenation.
     """
-    b, nx, ny, nz, c = x.shape
-    parts = [x.reshape(b, nx * ny * nz, c)]
-    if top is not None:
-        parts.append(top.reshape(1, -1, c).expand(b, -1, c))
-    parts.append(x.new_zeros(b, 1, c))
-    return torch.cat(parts, dim=1).index_select(1, index).view(-1, k * c)
+    return lattice_rows(x, top).index_select(0, index).view(-1, k * x.shape[-1])
+
+
+FusedWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""``(stencil W, stencil b, perceive W, perceive b, update W)``: :meth:`CellRule.fused_weights`."""
 
 
 class CellRule(nn.Module):
@@ -208,82 +233,97 @@ class CellRule(nn.Module):
             nn.init.zeros_(self.update.weight)
             nn.init.zeros_(self.update.bias)
 
-    def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(W1, b1, W2)`` of the fused formulation, built from the module's own parameters.
+    def stochastic(self) -> bool:
+        """Whether cells fire at random (training with ``fire_rate < 1``)."""
+        return self.training and self.fire_rate < 1.0
 
-        ``W1 = [stencil; perceive]`` maps the gathered neighbourhood to ``[stencil | hidden]`` in
-        one GEMM; ``b1 = [update.bias | perceive.bias]`` so the stencil half already carries the
-        output bias; ``W2 = update.weight``. Autograd flows back to the original parameters.
+    def folds_residual(self, device: torch.device) -> bool:
+        """Whether :meth:`fused_weights` folds the residual into the stencil: not under
+        stochastic firing (the increment is masked per cell), nor under autocast (the state
+        is carried in fp32, not rounded to bf16 through the GEMM)."""
+        return not (self.stochastic() or torch.is_autocast_enabled(device.type))
+
+    def fused_weights(self) -> FusedWeights:
+        """The rule's weights, folded so that one block update is three GEMMs and a GELU.
+
+        ``new = h @ Ws.T + bs + gelu(h @ Wp.T + bp) @ Wu.T`` with ``Ws`` the stencil plus the
+        identity on the cell's own state (the residual; offset ``(0, 0, 0)`` comes first) and
+        ``bs`` the update's bias; at inference with ``fire_rate < 1``, the stencil, ``bs`` and
+        ``Wu`` are scaled by it (the expected update). Where :meth:`folds_residual` says no, the
+        identity is left out and the block computes the increment, added to the state after.
+        Built from the module's own parameters, so autograd flows back to them.
         """
-        w1 = torch.cat([self.stencil.weight, self.perceive.weight])
-        b1 = torch.cat([self.update.bias, self.perceive.bias])
-        return w1, b1, self.update.weight
+        ws, bs, wu = self.stencil.weight, self.update.bias, self.update.weight
+        if not self.stochastic() and self.fire_rate < 1.0:
+            ws, bs, wu = self.fire_rate * ws, self.fire_rate * bs, self.fire_rate * wu
+        if self.folds_residual(ws.device):
+            c = ws.shape[0]
+            ws = ws + F.pad(torch.eye(c, dtype=ws.dtype, device=ws.device), (0, ws.shape[1] - c))
+        return ws, bs, self.perceive.weight, self.perceive.bias, wu
 
     def index(
         self, x: torch.Tensor, start: int = 0, stop: int | None = None, top: int = 0
     ) -> torch.Tensor:
-        """The :func:`neighbour_index` table of the lattice of ``x`` ``(B, X, Y, Z, C)``."""
+        """The :func:`neighbour_index` table of the batch of lattices ``x`` ``(B, X, Y, Z, C)``."""
         lattice = tuple(x.shape[1:4])
         return neighbour_index(
-            lattice, tuple(self.offsets), self.boundary, x.device, start, stop, top
+            lattice, tuple(self.offsets), self.boundary, x.device, start, stop, top, x.shape[0]
         )
 
     def step(
         self,
         x: torch.Tensor,
         index: torch.Tensor,
-        w1: torch.Tensor,
-        b1: torch.Tensor,
-        w2: torch.Tensor,
+        ws: torch.Tensor,
+        bs: torch.Tensor,
+        wp: torch.Tensor,
+        bp: torch.Tensor,
+        wu: torch.Tensor,
         top: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One update of the cells that ``index`` lists, given :meth:`fused_weights`.
 
         ``index`` is the :meth:`index` table of the rows to update (whole ``z`` layers, by
         default all of them); the result holds exactly those layers, ``(B, X, Y, rows, C)``.
-        ``top`` is stacked on ``x`` as :func:`gather_flat` says. Everything it needs comes in as
-        arguments (no Python-side caches inside), so it is also the unit to hand to
-        ``torch.compile`` (``benchmarks/bench_cube.py --compile``). Large batches are updated a
-        few embeddings at a time (about :data:`CHUNK_ROWS` cells) so that the gathered
-        neighbourhoods and the hidden layer stay in cache between the GEMMs.
+        ``top`` is stacked on ``x`` as :func:`lattice_rows` says. Everything it needs comes in
+        as arguments (no Python-side caches inside), so it is also the unit to hand to
+        ``torch.compile`` (``benchmarks/bench_cube.py --compile``). The cells are updated in
+        blocks of :data:`CHUNK_ROWS`; without autograd, in place.
         """
-        rows = index.numel() // len(self.offsets)  # cells updated per embedding
-        chunk = max(1, CHUNK_ROWS // rows)
-        if x.shape[0] <= chunk:
-            return self._update(x, index, w1, b1, w2, top)
-        parts = [
-            self._update(x[i : i + chunk], index, w1, b1, w2, top)
-            for i in range(0, x.shape[0], chunk)
-        ]
-        return torch.cat(parts)
-
-    def _update(
-        self,
-        x: torch.Tensor,
-        index: torch.Tensor,
-        w1: torch.Tensor,
-        b1: torch.Tensor,
-        w2: torch.Tensor,
-        top: torch.Tensor | None,
-    ) -> torch.Tensor:
         b, nx, ny, _, c = x.shape
-        h = gather_flat(x, index, len(self.offsets), top)
-        y = F.linear(h, w1, b1)  # [stencil(h) + update.bias | perceive(h)], one GEMM
-        s, z = y.split([c, y.shape[1] - c], dim=1)
-        dx = torch.addmm(s, F.gelu(z), w2.t())  # + update(gelu(.)) inside the GEMM
-        kept = h[:, :c]  # the cell's own state: offset (0, 0, 0) comes first
-        return (kept + self._fire(dx)).view(b, nx, ny, -1, c)
+        k = len(self.offsets)
+        src = lattice_rows(x, top)
+        n = index.numel() // k  # cells to update, whole batch
+        blocks = [(i, min(i + CHUNK_ROWS, n)) for i in range(0, n, CHUNK_ROWS)]
+        weights = (ws, bs, wp, bp, wu)
+        if torch.is_grad_enabled() or not self.folds_residual(x.device):
+            parts = [self._block(src, index[i * k : j * k], weights) for i, j in blocks]
+            new = parts[0] if len(parts) == 1 else torch.cat(parts)
+        else:
+            new = src.new_empty(n, c)
+            size = blocks[0][1]
+            gathered, hidden = src.new_empty(size * k, c), src.new_empty(size, wp.shape[0])
+            for i, j in blocks:
+                h = torch.index_select(src, 0, index[i * k : j * k], out=gathered[: (j - i) * k])
+                z = torch.addmm(bp, h.view(j - i, k * c), wp.t(), out=hidden[: j - i])
+                torch.ops.aten.gelu_(z)
+                torch.addmm(bs, h.view(j - i, k * c), ws.t(), out=new[i:j]).addmm_(z, wu.t())
+        return new.view(b, nx, ny, -1, c)
+
+    def _block(self, src: torch.Tensor, index: torch.Tensor, weights: FusedWeights) -> torch.Tensor:
+        """New states of the cells ``index`` lists (differentiable, out of place)."""
+        ws, bs, wp, bp, wu = weights
+        c = src.shape[1]
+        h = src.index_select(0, index).view(-1, len(self.offsets) * c)
+        out = torch.addmm(torch.addmm(bs, h, ws.t()), F.gelu(F.linear(h, wp, bp)), wu.t())
+        if self.folds_residual(src.device):
+            return out
+        if self.stochastic():  # each cell fires independently (stochastic NCA update)
+            out = out * (torch.rand_like(out[:, :1]) < self.fire_rate)
+        return h[:, :c] + out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.step(x, self.index(x), *self.fused_weights())
-
-    def _fire(self, dx: torch.Tensor) -> torch.Tensor:
-        if self.fire_rate < 1.0:
-            if self.training:  # each cell fires independently (stochastic NCA update)
-                dx = dx * (torch.rand_like(dx[..., :1]) < self.fire_rate)
-            else:  # the expected update, so inference is deterministic
-                dx = dx * self.fire_rate
-        return dx
 
 
 class Reshaper(nn.Module):
