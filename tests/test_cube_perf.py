@@ -233,3 +233,18 @@ def test_in_place_inference_equals_the_differentiable_path(monkeypatch, rows):
         got_full = full(e, steps=5)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got_full, want, rtol=1e-5, atol=1e-6)
+
+
+def test_in_place_steps_take_turns_between_two_buffers():
+    """Given a workspace, successive in-place steps write into its two buffers in turn (no new
+    lattice per step) and compute the same states as the textbook rule."""
+    rule = _rule(6, "zero").eval()
+    x = torch.randn(2, 3, 2, 4, 5)
+    workspace = torch.empty(2 * 24 + 1, 5), torch.empty(2 * 24 + 1, 5)
+    with torch.inference_mode():
+        weights, index = rule.fused_weights(), rule.index(x)
+        x1 = rule.step(x, index, *weights, workspace=workspace)
+        x2 = rule.step(x1, index, *weights, workspace=workspace)
+    assert x1.data_ptr() == workspace[1].data_ptr()
+    assert x2.data_ptr() == workspace[0].data_ptr()
+    torch.testing.assert_close(x2, _textbook(rule, _textbook(rule, x)), rtol=1e-5, atol=1e-5)

@@ -155,19 +155,32 @@ def _neighbour_table(
     return torch.stack(cols, dim=-1).reshape(-1)
 
 
-def lattice_rows(x: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
+def lattice_rows(
+    x: torch.Tensor, top: torch.Tensor | None = None, into: torch.Tensor | None = None
+) -> torch.Tensor:
     """The states of ``x`` ``(B, X, Y, Z, C)`` as rows ``(B*X*Y*Z [+ top cells] + 1, C)``.
 
     ``top`` ``(1, X, Y, T, C)``: layers shared by every embedding, stacked on top of each
     lattice (see :class:`Cube`, "signal front"), stored once after the batch. The last row is
-    zero: the wall that :func:`neighbour_index` points at.
+    zero: the wall that :func:`neighbour_index` points at. ``into``: write the rows at the start
+    of this buffer instead of a new tensor; the cells of ``x`` are not copied when they already
+    are its first rows (where the previous in-place step wrote them).
     """
     c = x.shape[-1]
-    parts = [x.reshape(-1, c)]
+    if into is None:
+        parts = [x.reshape(-1, c)]
+        if top is not None:
+            parts.append(top.reshape(-1, c))
+        parts.append(x.new_zeros(1, c))
+        return torch.cat(parts)
+    n, t = x.numel() // c, 0 if top is None else top.numel() // c
+    rows = into[: n + t + 1]
+    if not (x.is_contiguous() and x.data_ptr() == into.data_ptr()):
+        rows[:n].copy_(x.reshape(n, c))
     if top is not None:
-        parts.append(top.reshape(-1, c))
-    parts.append(x.new_zeros(1, c))
-    return torch.cat(parts)
+        rows[n : n + t].copy_(top.reshape(t, c))
+    rows[n + t].zero_()
+    return rows
 
 
 def gather_flat(
@@ -270,6 +283,10 @@ class CellRule(nn.Module):
             lattice, tuple(self.offsets), self.boundary, x.device, start, stop, top, x.shape[0]
         )
 
+    def in_place(self, device: torch.device) -> bool:
+        """Whether :meth:`step` updates in place: no autograd, and the residual folded."""
+        return not torch.is_grad_enabled() and self.folds_residual(device)
+
     def step(
         self,
         x: torch.Tensor,
@@ -280,34 +297,44 @@ class CellRule(nn.Module):
         bp: torch.Tensor,
         wu: torch.Tensor,
         top: torch.Tensor | None = None,
+        workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One update of the cells that ``index`` lists, given :meth:`fused_weights`.
 
         ``index`` is the :meth:`index` table of the rows to update (whole ``z`` layers, by
         default all of them); the result holds exactly those layers, ``(B, X, Y, rows, C)``.
-        ``top`` is stacked on ``x`` as :func:`lattice_rows` says. Everything it needs comes in
-        as arguments (no Python-side caches inside), so it is also the unit to hand to
-        ``torch.compile`` (``benchmarks/bench_cube.py --compile``). The cells are updated in
-        blocks of :data:`CHUNK_ROWS`; without autograd, in place.
+        ``top`` is stacked on ``x`` as :func:`lattice_rows` says. The cells are updated in
+        blocks of :data:`CHUNK_ROWS`; where :meth:`in_place` holds, each block is written in
+        place, and ``workspace`` (two ``(rows, C)`` buffers, as :class:`Cube` passes them) lets
+        successive steps take turns between the same two buffers instead of allocating (and
+        first touching) a new lattice each time. Everything else it needs comes in as
+        arguments (no Python-side caches inside), so it is also the unit to hand to
+        ``torch.compile`` (``benchmarks/bench_cube.py --compile``).
         """
         b, nx, ny, _, c = x.shape
         k = len(self.offsets)
-        src = lattice_rows(x, top)
         n = index.numel() // k  # cells to update, whole batch
         blocks = [(i, min(i + CHUNK_ROWS, n)) for i in range(0, n, CHUNK_ROWS)]
         weights = (ws, bs, wp, bp, wu)
-        if torch.is_grad_enabled() or not self.folds_residual(x.device):
+        if not self.in_place(x.device):
+            src = lattice_rows(x, top)
             parts = [self._block(src, index[i * k : j * k], weights) for i, j in blocks]
             new = parts[0] if len(parts) == 1 else torch.cat(parts)
-        else:
-            new = src.new_empty(n, c)
-            size = blocks[0][1]
-            gathered, hidden = src.new_empty(size * k, c), src.new_empty(size, wp.shape[0])
-            for i, j in blocks:
-                h = torch.index_select(src, 0, index[i * k : j * k], out=gathered[: (j - i) * k])
-                z = torch.addmm(bp, h.view(j - i, k * c), wp.t(), out=hidden[: j - i])
-                torch.ops.aten.gelu_(z)
-                torch.addmm(bs, h.view(j - i, k * c), ws.t(), out=new[i:j]).addmm_(z, wu.t())
+            return new.view(b, nx, ny, -1, c)
+        if workspace is not None and x.data_ptr() == workspace[1].data_ptr():
+            workspace = workspace[1], workspace[0]  # x is in the second: read there
+        rows = (x.numel() + (0 if top is None else top.numel())) // c + 1
+        if workspace is None or min(len(workspace[0]), len(workspace[1])) < max(rows, n):
+            workspace = None, x.new_empty(n, c)
+        src = lattice_rows(x, top, into=workspace[0])
+        new = workspace[1][:n]
+        size = blocks[0][1]
+        gathered, hidden = src.new_empty(size * k, c), src.new_empty(size, wp.shape[0])
+        for i, j in blocks:
+            h = torch.index_select(src, 0, index[i * k : j * k], out=gathered[: (j - i) * k])
+            z = torch.addmm(bp, h.view(j - i, k * c), wp.t(), out=hidden[: j - i])
+            torch.ops.aten.gelu_(z)
+            torch.addmm(bs, h.view(j - i, k * c), ws.t(), out=new[i:j]).addmm_(z, wu.t())
         return new.view(b, nx, ny, -1, c)
 
     def _block(self, src: torch.Tensor, index: torch.Tensor, weights: FusedWeights) -> torch.Tensor:
@@ -460,12 +487,17 @@ class Cube(nn.Module):
             above = x.new_zeros(1, *x.shape[1:3], depth - 1, x.shape[4]) if shared else None
         else:
             x, dep, shared, above = self.reshaper.encode(e), range(depth), range(0), None
+        workspace = None
+        if plan and self.rule.in_place(e.device):  # two lattices the steps take turns in
+            nx, ny, nz = self.reshaper.lattice
+            rows = (e.shape[0] * nz + 2) * nx * ny + 1  # the batch, 2 top layers, the wall
+            workspace = x.new_empty(rows, x.shape[4]), x.new_empty(rows, x.shape[4])
         for new_dep, new_shared in plan:
             new_x = new_above = None
             if new_dep:  # the rows may include the first shared layer, stacked on top of x
                 top = above[:, :, :, :2] if new_dep.stop > dep.stop else None
                 start, stop = new_dep.start - dep.start, new_dep.stop - dep.start
-                new_x = self._step(x, start, stop, top, weights)
+                new_x = self._step(x, start, stop, top, weights, workspace)
             if new_shared:
                 new_above = self._step(above, new_shared.start - shared.start, None, None, weights)
             x, above, dep, shared = new_x, new_above, new_dep, new_shared
@@ -482,6 +514,7 @@ class Cube(nn.Module):
         stop: int | None,
         top: torch.Tensor | None,
         weights: tuple[torch.Tensor, ...],
+        workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Update the layers ``[start, stop)`` of ``x`` (with ``top`` stacked on it)."""
         index = self.rule.index(x, start, stop, 0 if top is None else top.shape[3])
@@ -489,7 +522,7 @@ class Cube(nn.Module):
             # keep only each step's input; recompute the step in backward: activation
             # memory grows with one lattice per step instead of the rule's intermediates
             return checkpoint(self.rule.step, x, index, *weights, top, use_reentrant=False)
-        return self.rule.step(x, index, *weights, top)
+        return self.rule.step(x, index, *weights, top, workspace)
 
     def _prunes(self) -> bool:
         return (
