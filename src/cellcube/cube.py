@@ -14,15 +14,15 @@ Sudhakaran et al. 2021; latent NCA) and measured on validation (see the README, 
   is computed for blocks of thousands of cells at once as GEMMs. There is no Python loop over
   cells, only over steps and blocks.
 * Fast path (measured in ``benchmarks/bench_cube.py``, README "Benchmark"): the lattice is a
-  ``(cells, C)`` matrix with one zero cell appended (the walls); each step gathers the
-  neighbourhoods of a block of about :data:`CHUNK_ROWS` cells (across embeddings) with ONE
-  ``index_select`` through a cached neighbour table, then runs the MLP's first layer and the
-  stencil as GEMMs and accumulates the second layer onto the stencil term in place. The cell's own
-  state (the residual) and, at inference, the expected firing rate are folded into the stencil's
-  weights, so nothing else touches the block. Without autograd the block's buffers are reused and
-  results are written in place (the block stays in cache between the GEMMs). Parameters and
-  ``state_dict`` keys are those of the textbook rule; ``benchmarks/reference_cube.py`` is the
-  per-cell oracle the tests compare against.
+  ``(cells, C)`` matrix with one zero row appended (the walls); a step gathers every updated
+  cell's neighbourhood with ONE ``index_select`` through a cached neighbour table, runs the MLP's
+  first layer and the stencil as GEMMs, and accumulates the second layer onto the stencil term.
+  The cell's own state (the residual) and, at inference, the expected firing rate are folded into
+  the stencil's weights, so nothing else touches the states. Without autograd the step runs in
+  blocks of about :data:`CHUNK_ROWS` cells (across embeddings) that stay in cache between the
+  GEMMs, writes each block in place, and steps take turns between two workspace lattices.
+  Parameters and ``state_dict`` keys are those of the textbook rule;
+  ``benchmarks/reference_cube.py`` is the per-cell oracle the tests compare against.
 * The rule is residual, ``x <- x + stencil(h) + mlp(h)``: a linear stencil over the neighbourhood
   plus a small nonlinear MLP, both shared by every cell.
 * The default ``faces`` reshaper writes a learned linear map of the embedding into the input face
@@ -85,10 +85,11 @@ def gather_neighbours(
 
 
 CHUNK_ROWS = 4096
-"""Cells per block of :meth:`CellRule.step` (a block may span embeddings or split one). Measured
-on the 2-core dev CPU against blocks of 256-8,192 cells, 2,048-4,096 was the fastest from
+"""Cells per block of an in-place :meth:`CellRule.step` (a block may span embeddings or split
+one). Against blocks of 256-8,192 cells on the 2-core dev CPU, 2,048-4,096 were the fastest from
 8x8x6x16 to 16x16x16x32 lattices: the block's neighbourhoods and hidden layer stay in cache
-between the GEMMs (README, "Benchmark")."""
+between the GEMMs. The differentiable step is one block: there, per-block gradients of the whole
+lattice (``index_select``'s backward) cost more than the cache saves."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -303,9 +304,9 @@ class CellRule(nn.Module):
 
         ``index`` is the :meth:`index` table of the rows to update (whole ``z`` layers, by
         default all of them); the result holds exactly those layers, ``(B, X, Y, rows, C)``.
-        ``top`` is stacked on ``x`` as :func:`lattice_rows` says. The cells are updated in
-        blocks of :data:`CHUNK_ROWS`; where :meth:`in_place` holds, each block is written in
-        place, and ``workspace`` (two ``(rows, C)`` buffers, as :class:`Cube` passes them) lets
+        ``top`` is stacked on ``x`` as :func:`lattice_rows` says. Where :meth:`in_place` holds,
+        the cells are updated in blocks of :data:`CHUNK_ROWS`, each written in place, and
+        ``workspace`` (two ``(rows, C)`` buffers, as :class:`Cube` passes them) lets
         successive steps take turns between the same two buffers instead of allocating (and
         first touching) a new lattice each time. Everything else it needs comes in as
         arguments (no Python-side caches inside), so it is also the unit to hand to
@@ -313,14 +314,11 @@ class CellRule(nn.Module):
         """
         b, nx, ny, _, c = x.shape
         k = len(self.offsets)
-        n = index.numel() // k  # cells to update, whole batch
-        blocks = [(i, min(i + CHUNK_ROWS, n)) for i in range(0, n, CHUNK_ROWS)]
         weights = (ws, bs, wp, bp, wu)
-        if not self.in_place(x.device):
-            src = lattice_rows(x, top)
-            parts = [self._block(src, index[i * k : j * k], weights) for i, j in blocks]
-            new = parts[0] if len(parts) == 1 else torch.cat(parts)
-            return new.view(b, nx, ny, -1, c)
+        if not self.in_place(x.device):  # one block: autograd would add a gradient of the
+            # whole lattice per block (index_select's backward), costing more than the cache
+            return self._differentiable(lattice_rows(x, top), index, weights).view(b, nx, ny, -1, c)
+        n = index.numel() // k  # cells to update, whole batch
         if workspace is not None and x.data_ptr() == workspace[1].data_ptr():
             workspace = workspace[1], workspace[0]  # x is in the second: read there
         rows = (x.numel() + (0 if top is None else top.numel())) // c + 1
@@ -328,6 +326,7 @@ class CellRule(nn.Module):
             workspace = None, x.new_empty(n, c)
         src = lattice_rows(x, top, into=workspace[0])
         new = workspace[1][:n]
+        blocks = [(i, min(i + CHUNK_ROWS, n)) for i in range(0, n, CHUNK_ROWS)]
         size = blocks[0][1]
         gathered, hidden = src.new_empty(size * k, c), src.new_empty(size, wp.shape[0])
         for i, j in blocks:
@@ -337,7 +336,9 @@ class CellRule(nn.Module):
             torch.addmm(bs, h.view(j - i, k * c), ws.t(), out=new[i:j]).addmm_(z, wu.t())
         return new.view(b, nx, ny, -1, c)
 
-    def _block(self, src: torch.Tensor, index: torch.Tensor, weights: FusedWeights) -> torch.Tensor:
+    def _differentiable(
+        self, src: torch.Tensor, index: torch.Tensor, weights: FusedWeights
+    ) -> torch.Tensor:
         """New states of the cells ``index`` lists (differentiable, out of place)."""
         ws, bs, wp, bp, wu = weights
         c = src.shape[1]
