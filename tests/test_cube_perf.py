@@ -231,3 +231,5 @@ def test_in_place_steps_take_turns_between_two_buffers():
     assert x1.data_ptr() == workspace[1].data_ptr()
     assert x2.data_ptr() == workspace[0].data_ptr()
     torch.testing.assert_close(x2, _textbook(rule, _textbook(rule, x)), rtol=1e-5, atol=1e-5)
+    with torch.inference_mode(), pytest.raises(ValueError, match="49 rows needed"):
+        rule.step(x, index, *weights, workspace=(torch.empty(48, 5), torch.empty(48, 5)))

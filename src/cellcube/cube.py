@@ -321,9 +321,12 @@ class CellRule(nn.Module):
         n = index.numel() // k  # cells to update, whole batch
         if workspace is not None and x.data_ptr() == workspace[1].data_ptr():
             workspace = workspace[1], workspace[0]  # x is in the second: read there
-        rows = (x.numel() + (0 if top is None else top.numel())) // c + 1
-        if workspace is None or min(len(workspace[0]), len(workspace[1])) < max(rows, n):
+        if workspace is None:
             workspace = None, x.new_empty(n, c)
+        else:
+            rows = (x.numel() + (0 if top is None else top.numel())) // c + 1
+            if min(len(workspace[0]), len(workspace[1])) < max(rows, n):
+                raise ValueError(f"workspace: buffers of {max(rows, n)} rows needed")
         src = lattice_rows(x, top, into=workspace[0])
         new = workspace[1][:n]
         blocks = [(i, min(i + CHUNK_ROWS, n)) for i in range(0, n, CHUNK_ROWS)]
@@ -490,8 +493,9 @@ class Cube(nn.Module):
             x, dep, shared, above = self.reshaper.encode(e), range(depth), range(0), None
         workspace = None
         if plan and self.rule.in_place(e.device):  # two lattices the steps take turns in
-            nx, ny, nz = self.reshaper.lattice
-            rows = (e.shape[0] * nz + 2) * nx * ny + 1  # the batch, 2 top layers, the wall
+            nx, ny, _ = self.reshaper.lattice
+            layers = max([x.shape[3]] + [len(d) for d, _ in plan])  # the deepest per-embedding
+            rows = (e.shape[0] * layers + 2) * nx * ny + 1  # the batch, 2 top layers, the wall
             workspace = x.new_empty(rows, x.shape[4]), x.new_empty(rows, x.shape[4])
         for new_dep, new_shared in plan:
             new_x = new_above = None
