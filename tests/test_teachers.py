@@ -323,3 +323,21 @@ def test_invalid_fields_name_the_field(field: str, value: object) -> None:
     spec = TeacherSpec(**{field: value})  # type: ignore[arg-type]
     with pytest.raises(TeacherError, match=rf"^teacher\.{field}: "):
         load_teacher(spec)
+
+
+def test_loading_bars_off_silences_the_gguf_reader_and_restores_it() -> None:
+    """``progress=False`` must also hide the GGUF reader's bar, which ignores transformers'
+    progress-bar switch; both are restored afterwards."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from cellcube.teachers import _loading_bars
+
+    bar, before = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
+    with _loading_bars(False):
+        assert gguf_utils.tqdm(range(3)).disable
+        assert not hf_logging.is_progress_bar_enabled()
+    assert gguf_utils.tqdm is bar
+    assert hf_logging.is_progress_bar_enabled() == before
+    with _loading_bars(True):
+        assert gguf_utils.tqdm is bar

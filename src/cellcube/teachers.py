@@ -23,6 +23,7 @@ resolve to local copies shipped in PyPI packages, so they work without network a
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import os
@@ -179,16 +180,28 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _loading_bars(enabled: bool) -> Iterator[None]:
-    """Temporarily silence transformers' "Loading weights" progress bar unless ``enabled``."""
+    """Temporarily silence transformers' loading progress bars unless ``enabled``.
+
+    Its "Loading weights" bar follows ``transformers.utils.logging``; the GGUF reader's
+    "de-quantizing" bar calls ``tqdm`` unconditionally, so that module's ``tqdm`` is swapped
+    for a disabled one for the duration.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
+    if enabled:
+        yield
+        return
     was_enabled = hf_logging.is_progress_bar_enabled()
-    if was_enabled and not enabled:
+    if was_enabled:
         hf_logging.disable_progress_bar()
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
-        if was_enabled and not enabled:
+        gguf_utils.tqdm = bar
+        if was_enabled:
             hf_logging.enable_progress_bar()
 
 
