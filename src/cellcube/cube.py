@@ -317,7 +317,7 @@ class CellRule(nn.Module):
         weights = (ws, bs, wp, bp, wu)
         if not self.in_place(x.device):  # one block: autograd would add a gradient of the
             # whole lattice per block (index_select's backward), costing more than the cache
-            return self._differentiable(lattice_rows(x, top), index, weights).view(b, nx, ny, -1, c)
+            return self._differentiable(x, index, weights, top).view(b, nx, ny, -1, c)
         n = index.numel() // k  # cells to update, whole batch
         if workspace is not None and x.data_ptr() == workspace[1].data_ptr():
             workspace = workspace[1], workspace[0]  # x is in the second: read there
@@ -340,14 +340,18 @@ class CellRule(nn.Module):
         return new.view(b, nx, ny, -1, c)
 
     def _differentiable(
-        self, src: torch.Tensor, index: torch.Tensor, weights: FusedWeights
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        weights: FusedWeights,
+        top: torch.Tensor | None,
     ) -> torch.Tensor:
-        """New states of the cells ``index`` lists (differentiable, out of place)."""
+        """New states ``(cells, C)`` of the cells ``index`` lists (differentiable, out of place)."""
         ws, bs, wp, bp, wu = weights
-        c = src.shape[1]
-        h = src.index_select(0, index).view(-1, len(self.offsets) * c)
+        c = x.shape[-1]
+        h = gather_flat(x, index, len(self.offsets), top)
         out = torch.addmm(torch.addmm(bs, h, ws.t()), F.gelu(F.linear(h, wp, bp)), wu.t())
-        if self.folds_residual(src.device):
+        if self.folds_residual(x.device):
             return out
         if self.stochastic():  # each cell fires independently (stochastic NCA update)
             out = out * (torch.rand_like(out[:, :1]) < self.fire_rate)
