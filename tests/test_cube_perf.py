@@ -152,6 +152,18 @@ def test_checkpointing_flattens_the_memory_of_a_training_step():
     assert slope_ckpt < slope_plain / 8
 
 
+def _assert_same_outputs_and_gradients(full: Cube, cone: Cube, e: torch.Tensor, steps: int) -> None:
+    """``cone`` computes what ``full`` does: outputs, and a gradient for the same parameters."""
+    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
+    torch.testing.assert_close(out_cone, out_full, rtol=1e-5, atol=1e-6)
+    out_full.square().sum().backward()
+    out_cone.square().sum().backward()
+    for (name, a), b in zip(full.named_parameters(), cone.parameters(), strict=True):
+        assert (b.grad is None) == (a.grad is None), name  # the same parameters take part
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
 @pytest.mark.parametrize("steps", [2, 3, 5])
 def test_light_cone_skips_cells_without_changing_values_or_gradients(steps):
     """faces reshaper, zero walls: layers that cannot reach the output face in the steps left are
@@ -160,12 +172,7 @@ def test_light_cone_skips_cells_without_changing_values_or_gradients(steps):
     full, cone = make_cube(cfg, torch.device("cpu")), make_cube(cfg, torch.device("cpu"))
     full.light_cone = False
     e = torch.randn(5, 384)
-    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
-    torch.testing.assert_close(out_cone, out_full, rtol=1e-5, atol=1e-6)
-    out_full.square().sum().backward()
-    out_cone.square().sum().backward()
-    for (name, a), b in zip(full.named_parameters(), cone.parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
+    _assert_same_outputs_and_gradients(full, cone, e, steps)
     # layers updated per embedding (signal front: 2, 3, 4, ... high; light cone: 4, ..., 2, 1
     # in the last steps) and once for the batch (empty layers above the front, 2, 1, ...)
     per_embedding = {2: 0, 3: 1 + 1 + 1, 5: 2 + 3 + 3 + 2 + 1}[steps]
@@ -185,14 +192,7 @@ def test_cones_with_26_neighbours_and_checkpointing_equal_the_full_update(steps)
     full = make_cube(cfg, torch.device("cpu"), cones=False)
     cone = make_cube(cfg.model_copy(update={"checkpointing": True}), torch.device("cpu"))
     e = torch.randn(3, 384)
-    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
-    torch.testing.assert_close(out_cone, out_full, rtol=1e-5, atol=1e-6)
-    out_full.square().sum().backward()
-    out_cone.square().sum().backward()
-    for (name, a), b in zip(full.named_parameters(), cone.parameters(), strict=True):
-        assert (b.grad is None) == (a.grad is None), name  # the same parameters take part
-        if a.grad is not None:
-            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
+    _assert_same_outputs_and_gradients(full, cone, e, steps)
     assert cone.reshaper.proj_in.weight.grad is not None  # zero at 0 steps, as in the full
 
 
