@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs/demo
 
-.PHONY: demo test install teachers bench lint clean
+.PHONY: demo test test-fast install teachers bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,11 +37,15 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# everything except the tests that train real models (marked `slow`)
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
 # Performance suite -> benchmarks/results.json + benchmarks/memory_vs_steps.png (README "Benchmark").
 # e.g. make bench BENCH_ARGS="--threads 1 --compile"
 BENCH_ARGS ?=
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_cube.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_cube $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

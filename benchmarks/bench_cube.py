@@ -51,11 +51,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cellcube.baselines import build_model
 from cellcube.config import Config, CubeConfig
-from cellcube.cube import Cube, update_plan
 from cellcube.io import write_json
-from cellcube.losses import build_loss
+from cellcube.models.baselines import build_model
+from cellcube.models.cube import Cube, update_plan
+from cellcube.objectives.losses import build_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_cube import reference_forward
@@ -405,7 +405,7 @@ def bench_context(device: torch.device, args: argparse.Namespace) -> dict[str, f
             train_step_fn(model.train(), q, a, None, False), device, 1.0, 50
         )
     if not args.quick:
-        from cellcube.pipeline import make_teacher
+        from cellcube.embed.encode import make_teacher
 
         teacher = make_teacher(cfg)
         texts = [f"What does sentence number {i} of this benchmark mean?" for i in range(64)]

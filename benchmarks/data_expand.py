@@ -1,12 +1,12 @@
 """Does data expansion help, and do quality scores mean anything? Measured on the tech corpus.
 
-For each seed the ORIGINAL tech pairs are split once (:func:`cellcube.data.split_pairs`, the
+For each seed the ORIGINAL tech pairs are split once (:func:`cellcube.data.pairs.split_pairs`, the
 default fractions), and four training sets are built around that one split, each written as a
 JSONL file whose records pin their split, so every run is tested on the same held-out test
 pairs (original pairs only) and validated on the same validation pairs:
 
 * ``original``: the train pairs as they are;
-* ``expanded``: the train pairs plus their synthetic variants (``cellcube.expand`` with its
+* ``expanded``: the train pairs plus their synthetic variants (``cellcube.data.expand`` with its
   defaults; variants are made of TRAIN questions only);
 * ``drop_low_quality``: the train pairs minus the 10% with the lowest quality score (computed by
   the teacher among the train pairs only; no validation/test information);
@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from cellcube.cache import embed_texts
 from cellcube.config import load_config
-from cellcube.data import QAPair, load_builtin, split_pairs
-from cellcube.expand import ExpandOptions, expand_pairs
+from cellcube.data.expand import ExpandOptions, expand_pairs
+from cellcube.data.pairs import QAPair, load_builtin, split_pairs
+from cellcube.embed.cache import embed_texts
+from cellcube.embed.encode import make_teacher, open_cache
 from cellcube.io import atomic_open, write_json
-from cellcube.pipeline import make_teacher, open_cache
 
 CONDITIONS = (
     "original",

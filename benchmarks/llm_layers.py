@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from cellcube.config import load_config
-from cellcube.data import split_pairs
-from cellcube.metrics import retrieval_metrics
-from cellcube.pipeline import make_teacher, read_pairs
+from cellcube.data.pairs import split_pairs
+from cellcube.embed.encode import make_teacher
+from cellcube.eval.metrics import retrieval_metrics
+from cellcube.run.pipeline import read_pairs
 
 
 def layer_embeddings(teacher, texts: list[str], batch: int = 64) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 This is how the earlier prototype computed its lattice: one embedding at a time, a Python loop
 over every cell, each cell gathering its neighbours one by one and running the rule on its own.
-It computes exactly what :class:`cellcube.cube.Cube` computes (same weights, same maths), so it
+It computes exactly what :class:`cellcube.models.cube.Cube` computes (same weights, same maths), so
+it
 serves two purposes: a correctness oracle for the vectorised implementation (tests compare the
 two) and the baseline of the speed-up benchmark.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cellcube.cube import Cube
+from cellcube.models.cube import Cube
 
 
 def _neighbour(state: torch.Tensor, pos: tuple[int, int, int], boundary: str) -> torch.Tensor:

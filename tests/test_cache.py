@@ -1,4 +1,4 @@
-"""Tests for cellcube.cache: cache hits skip the teacher, misses are filled, bad rows recovered."""
+"""Tests for cellcube.embed.cache: hits skip the teacher, misses are filled, bad rows recovered."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellcube.cache import EmbeddingCache, embed_texts
+from cellcube.embed.cache import EmbeddingCache, embed_texts
+from cellcube.embed.teachers import Teacher, TeacherSpec, load_teacher
 from cellcube.errors import CellcubeError
-from cellcube.teachers import Teacher, TeacherSpec, load_teacher
 
 TEXTS = [
     "how do i reset my password",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cellcube.cli import main
+from cellcube.cli.main import main
 
 FAST = ["--set", "train.progress=false"]
 

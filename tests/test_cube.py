@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cellcube.config import CubeConfig
-from cellcube.cube import Cube, Reshaper, gather_neighbours, neighbour_offsets
 from cellcube.errors import ConfigError
+from cellcube.models.cube import Cube, Reshaper, gather_neighbours, neighbour_offsets
 
 
 def _cfg(**kw) -> CubeConfig:

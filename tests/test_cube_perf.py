@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cellcube.config import CubeConfig
-from cellcube.cube import CellRule, Cube, gather_flat, gather_neighbours, neighbour_index
+from cellcube.models.cube import CellRule, Cube, gather_flat, gather_neighbours, neighbour_index
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_cube import (
@@ -202,7 +202,7 @@ def test_in_place_inference_equals_the_differentiable_path(monkeypatch, rows):
     as the differentiable path updating every cell, whether a block splits an embedding (10
     cells), spans several (48) or holds the whole batch; with the signal front's shared top
     piece, the light cone and the expected update of ``fire_rate < 1`` folded into the weights."""
-    import cellcube.cube as cube_mod
+    import cellcube.models.cube as cube_mod
 
     cfg = CubeConfig(lattice=(3, 2, 4), channels=4, hidden=8, steps=3, fire_rate=0.5)
     full = make_cube(cfg, torch.device("cpu"), cones=False).eval()

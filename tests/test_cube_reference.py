@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cellcube.config import CubeConfig
-from cellcube.cube import Cube
+from cellcube.models.cube import Cube
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference_cube import reference_forward

@@ -1,4 +1,4 @@
-"""Tests for cellcube.data: file loaders, built-in corpora, autoencoder pairs and splitting."""
+"""Tests for cellcube.data.pairs: loaders, built-in corpora, autoencoder pairs and splitting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cellcube.data import (
+from cellcube.data.pairs import (
     BUILTIN_CORPORA,
     QAPair,
     Split,

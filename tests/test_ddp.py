@@ -23,11 +23,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from cellcube import distributed
-from cellcube.cli import main
-from cellcube.data import load_builtin
+from cellcube.cli.main import main
+from cellcube.data.pairs import load_builtin
 from cellcube.errors import ConfigError, DataError
-from cellcube.training import EpochSeededSampler
+from cellcube.train import distributed
+from cellcube.train.fit import EpochSeededSampler
 
 pytestmark = pytest.mark.slow
 
@@ -125,10 +125,10 @@ GRAD_SCRIPT = r"""
 import copy, json, sys
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from cellcube import distributed
+from cellcube.train import distributed
 from cellcube.config import LossConfig
 from cellcube.errors import CellcubeError, DataError
-from cellcube.losses import build_loss
+from cellcube.objectives.losses import build_loss
 
 store, out_path, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
 dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
@@ -150,7 +150,7 @@ loss(ref(q), a, ids, neg, neg_ids, weights)[0].backward()
 
 b = B // world
 mine = torch.arange(B)[rank * b:(rank + 1) * b]
-ours = copy.deepcopy(base)                             # DDP + cellcube.distributed.gather_batch
+ours = copy.deepcopy(base)                             # DDP + distributed.gather_batch
 ddp_ours = DDP(ours)                                   # (the wrapper must outlive backward)
 pred, ga, gids, rows = distributed.gather_batch(ddp_ours(q[mine]), a[mine], ids[mine], mine)
 loss(pred, ga, gids, neg[rows], neg_ids[rows], weights[rows])[0].backward()
@@ -193,7 +193,7 @@ dist.destroy_process_group()
 
 def test_two_process_gathered_gradient_equals_the_single_process_gradient(tmp_path) -> None:
     """Two gloo processes started directly (no torchrun launcher: one torch import less); they
-    also check :func:`cellcube.distributed.on_rank_zero`."""
+    also check :func:`cellcube.train.distributed.on_rank_zero`."""
     script = tmp_path / "grad_check.py"
     script.write_text(GRAD_SCRIPT)
     result = tmp_path / "grad.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cellcube.decoder import PhraseBank, read_bank_file
+from cellcube.decode.bank import PhraseBank, read_bank_file
 from cellcube.errors import DataError
 
 

@@ -9,10 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellcube.cache import EmbeddingCache, embed_texts
-from cellcube.data import QAPair, load_builtin, split_dataset, split_pairs
-from cellcube.errors import DataError
-from cellcube.expand import (
+from cellcube.data.expand import (
     ExpandOptions,
     complexity,
     expand_pairs,
@@ -20,8 +17,11 @@ from cellcube.expand import (
     quality_scores,
     template_variants,
 )
-from cellcube.importers import import_path
-from cellcube.teachers import TeacherSpec, load_teacher
+from cellcube.data.pairs import QAPair, load_builtin, split_dataset, split_pairs
+from cellcube.data.readers import import_path
+from cellcube.embed.cache import EmbeddingCache, embed_texts
+from cellcube.embed.teachers import TeacherSpec, load_teacher
+from cellcube.errors import DataError
 
 N = 24  # tech pairs used (real MiniLM on ~170 texts)
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import _reliability
 from cellcube.config import Config, dump_config, load_config
-from cellcube.data import QAPair, load_pairs
+from cellcube.data.pairs import QAPair, load_pairs
 from cellcube.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.fuzz

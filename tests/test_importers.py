@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cellcube.data import QAPair
+from cellcube.data.pairs import QAPair
+from cellcube.data.readers import fold_context, import_path
 from cellcube.errors import DataError
-from cellcube.importers import fold_context, import_path
 
 
 def _write(path: Path, text: str | bytes) -> Path:
@@ -274,7 +274,7 @@ def test_skip_mode_loses_nothing_silently(tmp_path: Path) -> None:
 
 def test_config_data_keys_reach_the_pipeline(tmp_path: Path) -> None:
     from cellcube.config import load_config
-    from cellcube.pipeline import read_pairs
+    from cellcube.run.pipeline import read_pairs
 
     _write(tmp_path / "d" / "c.jsonl", '{"turns": ["t0", "t1", "t2"]}\nnope\n')
     sets = [f"data.path={tmp_path / 'd'}", "data.skip_invalid=true", "data.context_turns=1"]

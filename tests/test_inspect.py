@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellcube.cli import main
-from cellcube.data import QAPair
-from cellcube.inspect_data import inspect_pairs, read_qualities, write_inspection
+from cellcube.cli.main import main
+from cellcube.data.inspect import inspect_pairs, read_qualities, write_inspection
+from cellcube.data.pairs import QAPair
 
 # Texts on hand-placed unit vectors: each question points at its own answer, except q3, which
 # points at a1 (so its true answer a3 ranks 2nd), and q4, a near-duplicate of q0.

@@ -9,7 +9,7 @@ import torch
 
 from cellcube.config import LossConfig, load_config
 from cellcube.errors import CellcubeError, ConfigError
-from cellcube.losses import (
+from cellcube.objectives.losses import (
     CosineLoss,
     DiversityLoss,
     InfoNCELoss,
@@ -18,7 +18,7 @@ from cellcube.losses import (
     TripletLoss,
     build_loss,
 )
-from cellcube.losses.diversity import mean_pairwise_cosine
+from cellcube.objectives.losses.diversity import mean_pairwise_cosine
 
 ALL = [InfoNCELoss(1.0), CosineLoss(), MSELoss(), TripletLoss(0.2), DiversityLoss()]
 T = torch.tensor

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cellcube.baselines import build_model
 from cellcube.config import load_config
-from cellcube.curriculum import competence, curriculum_weights, teacher_difficulty
-from cellcube.negatives import NegativeMiner
-from cellcube.training import fit, load_checkpoint
+from cellcube.models.baselines import build_model
+from cellcube.objectives.curriculum import competence, curriculum_weights, teacher_difficulty
+from cellcube.objectives.negatives import NegativeMiner
+from cellcube.train.fit import fit, load_checkpoint
 from test_pipeline import TINY, _toy_splits
 
 T = torch.tensor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cellcube.metrics import retrieval_metrics
+from cellcube.eval.metrics import retrieval_metrics
 
 E = torch.eye(3)
 

@@ -13,12 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cellcube import packaged_models
-from cellcube.cli import main
+from cellcube.cli.main import main
 from cellcube.config import load_config
+from cellcube.embed import packaged as packaged_models
+from cellcube.embed.teachers import TeacherSpec, load_teacher
 from cellcube.errors import ConfigError, TeacherError
-from cellcube.losses import build_loss
-from cellcube.multiteacher import (
+from cellcube.objectives.losses import build_loss
+from cellcube.objectives.multiteacher import (
     TeacherView,
     distillation_loss,
     ensemble_scores,
@@ -27,8 +28,7 @@ from cellcube.multiteacher import (
     teacher_confidence,
     teacher_weights,
 )
-from cellcube.pipeline import evaluate_run, format_report
-from cellcube.teachers import TeacherSpec, load_teacher
+from cellcube.run.pipeline import evaluate_run, format_report
 from test_pipeline import TINY
 
 
@@ -237,7 +237,7 @@ def multi_run(
     in for an 8B model) in fp16, layer 1, standardised; adaptive weights."""
     root = tmp_path_factory.mktemp("multi")
     data = root / "pairs.jsonl"
-    from cellcube.data import load_builtin
+    from cellcube.data.pairs import load_builtin
 
     data.write_text(
         "".join(

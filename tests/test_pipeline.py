@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from cellcube.baselines import build_model
-from cellcube.cli import main
+from cellcube.cli.main import main
 from cellcube.config import load_config
-from cellcube.data import load_builtin, split_pairs
-from cellcube.pipeline import embed_splits, evaluate_run
-from cellcube.teachers import Teacher
-from cellcube.training import EmbeddedSplit, fit, load_checkpoint
+from cellcube.data.pairs import load_builtin, split_pairs
+from cellcube.embed.splits import EmbeddedSplit, embed_splits
+from cellcube.embed.teachers import Teacher
+from cellcube.models.baselines import build_model
+from cellcube.run.pipeline import evaluate_run
+from cellcube.train.fit import fit, load_checkpoint
 
 TINY = [
     "cube.lattice=[2,2,2]",
@@ -82,8 +83,8 @@ def test_identity_baseline_is_the_question_embedding(trained_run):
     """The identity row must be computed from the raw teacher embeddings of the test split."""
     run, _ = trained_run
     cfg = load_config(run / "config.yaml")
-    from cellcube.metrics import retrieval_metrics
-    from cellcube.pipeline import read_run_pairs
+    from cellcube.eval.metrics import retrieval_metrics
+    from cellcube.run.pipeline import read_run_pairs
 
     test = embed_splits(cfg, read_run_pairs(run), progress=False)["test"]
     expected = retrieval_metrics(test.q, test.answer_ids, test.candidates)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cellcube.config import CubeConfig
-from cellcube.cube import Cube
+from cellcube.models.cube import Cube
 
 
 def _cube(steps: int = 8) -> Cube:

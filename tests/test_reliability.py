@@ -22,13 +22,14 @@ import pytest
 import torch
 
 import _reliability
-from cellcube.baselines import build_model
-from cellcube.cache import EmbeddingCache, embed_texts
-from cellcube.cli import main
+from cellcube.cli.main import main
 from cellcube.config import load_config
-from cellcube.data import load_builtin
+from cellcube.data.pairs import load_builtin
+from cellcube.embed.cache import EmbeddingCache, embed_texts
+from cellcube.embed.splits import EmbeddedSplit
 from cellcube.errors import TeacherError, TrainingError
-from cellcube.training import EmbeddedSplit, fit, load_checkpoint
+from cellcube.models.baselines import build_model
+from cellcube.train.fit import fit, load_checkpoint
 
 pytestmark = pytest.mark.fault
 
@@ -86,8 +87,8 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from cellcube.cache import EmbeddingCache, embed_texts
-    from cellcube.teachers import TeacherSpec, load_teacher
+    from cellcube.embed.cache import EmbeddingCache, embed_texts
+    from cellcube.embed.teachers import TeacherSpec, load_teacher
 
     model, cache_path, start, stop, go = sys.argv[1:6]
     texts = [f"text {i} about cats and dogs" for i in range(int(start), int(stop))]
@@ -127,7 +128,7 @@ def test_two_processes_fill_one_cache(tmp_path: Path, tiny_bert_dir: Path) -> No
         counts = [n for _, _, n in rows.fetchall()]
     raw.close()
     assert len(counts) == 225 and set(counts) == {1}
-    from cellcube.teachers import TeacherSpec, load_teacher
+    from cellcube.embed.teachers import TeacherSpec, load_teacher
 
     teacher = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers"))
     texts = [f"text {i} about cats and dogs" for i in range(225)]
@@ -333,7 +334,7 @@ def test_resume_restores_rng_state_with_stochastic_updates(tmp_path: Path) -> No
 def test_guard_rejects_a_non_finite_loss_before_backward(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from cellcube.guards import FiniteGuard
+    from cellcube.train.guards import FiniteGuard
 
     guard = FiniteGuard("cube", tmp_path)
     trainer = SimpleNamespace(current_epoch=3, global_step=40)
@@ -350,12 +351,12 @@ def test_os_error_escaping_a_command_is_one_line(monkeypatch, capsys) -> None:
     """Writes outside atomic_open (Lightning's CSV/TensorBoard logs) can fail too."""
     import errno
 
-    import cellcube.pipeline
+    import cellcube.run.pipeline
 
     def full(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/logs/metrics.csv")
 
-    monkeypatch.setattr(cellcube.pipeline, "train_run", full)
+    monkeypatch.setattr(cellcube.run.pipeline, "train_run", full)
     assert main(["train", "--out", "/runs/x", "--set", "train.progress=false"]) == 2
     assert capsys.readouterr().err == ("error: /runs/x/logs/metrics.csv: No space left on device\n")
 

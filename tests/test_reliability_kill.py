@@ -6,7 +6,7 @@ is the reference. Then runs are SIGKILLed at seeded random moments (after the n-
 inside the n-th checkpoint write, which the test instrumentation slows to 0.4 s, or after a random
 delay) and resumed with ``--resume`` (or started again when the kill came before ``config.yaml``
 existed) until they finish. After every kill: every ``.ckpt`` loads with
-:func:`cellcube.training.load_checkpoint`, every ``report.json`` / ``pairs.jsonl`` /
+:func:`cellcube.train.fit.load_checkpoint`, every ``report.json`` / ``pairs.jsonl`` /
 ``config.yaml`` present parses, and at most one epoch of the model in training is lost. At the
 end: no ``.tmp`` file is left and every test metric equals the reference within 1e-6.
 
@@ -33,8 +33,8 @@ import pytest
 import yaml
 
 import _reliability
-from cellcube.data import load_builtin
-from cellcube.training import load_checkpoint
+from cellcube.data.pairs import load_builtin
+from cellcube.train.fit import load_checkpoint
 
 pytestmark = pytest.mark.fault
 

@@ -1,4 +1,4 @@
-"""Tests for cellcube.teachers: both backends, dtypes, identities and user-facing errors."""
+"""Tests for cellcube.embed.teachers: both backends, dtypes, identities and user-facing errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from cellcube.embed.teachers import Teacher, TeacherSpec, load_teacher, resolve_model_path
 from cellcube.errors import TeacherError
-from cellcube.teachers import Teacher, TeacherSpec, load_teacher, resolve_model_path
 
 TEXTS = [
     "How do I reset my password?",
@@ -331,7 +331,7 @@ def test_loading_bars_off_silences_the_gguf_reader_and_restores_it() -> None:
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    from cellcube.teachers import _loading_bars
+    from cellcube.embed.teachers import _loading_bars
 
     bar, before = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
     with _loading_bars(False):

@@ -8,7 +8,7 @@ from importlib import resources
 
 import pytest
 
-from cellcube.data import BUILTIN_CORPORA, QAPair, load_builtin, split_pairs
+from cellcube.data.pairs import BUILTIN_CORPORA, QAPair, load_builtin, split_pairs
 
 DOMAINS = ("ai_ml", "computer_science", "programming", "data_science", "nlp")
 
@@ -34,7 +34,7 @@ def pairs() -> list[QAPair]:
 
 def test_registered_and_shipped() -> None:
     assert "tech" in BUILTIN_CORPORA
-    assert resources.files("cellcube").joinpath("corpora", "tech_qa.jsonl").is_file()
+    assert resources.files("cellcube").joinpath("data", "corpora", "tech_qa.jsonl").is_file()
 
 
 def test_size_and_domains(pairs: list[QAPair]) -> None:

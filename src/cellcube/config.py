@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from cellcube.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -99,7 +99,7 @@ class TeachersConfig(_Section):
 
     The cube works in the primary teacher's space; each other teacher gets a learned projection
     head from that space to its own, where its loss is computed (see "Multi-teacher" in the
-    README and :mod:`cellcube.multiteacher`).
+    README and :mod:`cellcube.objectives.multiteacher`).
     """
 
     others: list[TeacherConfig] = Field(default_factory=list)
@@ -176,12 +176,14 @@ class TrainConfig(_Section):
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = "cpu"
     progress: bool = True
-    # process-group backend under torchrun (cellcube.distributed); auto: nccl on GPU, else gloo
+    # process-group backend under torchrun (cellcube.train.distributed); auto: nccl on GPU, else
+    # gloo
     ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
 class LossConfig(_Section):
-    """The training objective (:mod:`cellcube.losses`), its mined negatives and curriculum.
+    """The training objective (:mod:`cellcube.objectives.losses`), its mined negatives and
+    curriculum.
 
     The weights ``infonce`` .. ``diversity`` scale the terms of the sum; 0 leaves a term out.
     """

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import CellcubeError
+from cellcube.errors import CellcubeError
 
 
 def _umask() -> int:

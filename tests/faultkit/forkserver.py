@@ -4,7 +4,7 @@ Starting ``python -m cellcube train`` costs 5-20 s of imports on a small shared 
 make ten kill/resume cycles far too slow for CI. This process imports cellcube (and the test
 instrumentation, :mod:`patches`) once, then for each JSON request on stdin,
 ``{"args": [...], "cwd": DIR, "output": FILE, "fsize": BYTES}``, forks a child that runs the real
-CLI entry point ``cellcube.cli.main(args)`` with stdout/stderr going to FILE and exits with its
+CLI entry point ``cellcube.cli.main.main(args)`` with stdout/stderr going to FILE and exits with its
 status. It prints ``{"pid": PID}`` when the child starts and ``{"pid": PID, "status": S}`` when
 it ends (S: the exit code, or minus the signal number, e.g. -9). ``fsize`` (optional) caps the
 size of any file the child writes (``RLIMIT_FSIZE``, SIGXFSZ ignored so a write fails with
@@ -27,8 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import lightning  # noqa: F401 - the expensive imports, done once
 import patches
 
-import cellcube.pipeline  # noqa: F401
-from cellcube.cli import main
+import cellcube.run.pipeline  # noqa: F401
+from cellcube.cli.main import main
 
 
 def _child(request: dict) -> None:

@@ -34,7 +34,7 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    from cellcube.training import MapperModule
+    from cellcube.train.fit import MapperModule
 
     real_fsync = os.fsync
 

@@ -1,0 +1,5 @@
+"""The `cellcube` command line."""
+
+from cellcube.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""Pairs of texts: records, readers, built-in corpora, the split, expansion, inspection."""

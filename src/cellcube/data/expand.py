@@ -1,0 +1,440 @@
+"""Data expansion: synthetic question variants, near-duplicate removal, quality scores, metadata.
+
+``cellcube data expand`` turns a list of pairs into a larger JSONL file. Every step is measured
+with the (frozen) teacher, never guessed:
+
+1. **Candidates** (:func:`template_variants`): rule-based rephrasings that stay grammatical,
+   from several strategies -- a lead-in before the unchanged question (``prefix``), an adverb
+   after the question word (``adverb``: "What exactly is ..."), an indirect question
+   (``embedded``: "Can you tell me what X is?"), an instruction (``imperative``: "Explain X."),
+   a different question word (``question word``: "Why is X useful?" -> "What makes X
+   useful?"), contractions and safe phrase synonyms (``wording``).
+2. **Teacher-guided selection**: a candidate is kept only when its cosine with the source
+   question is at least ``min_similarity`` (it still asks the same thing) and below
+   ``max_similarity`` (it is not a near-duplicate of the source), and below ``max_similarity``
+   with every question already kept (variants of one question, or of another source, do not
+   repeat each other); candidates are taken closest-to-source first, up to ``variants`` each.
+3. **Near-duplicate originals**: a pair whose question AND answer are both at cosine >=
+   ``duplicate_threshold`` with an earlier pair's is removed.
+4. **Quality** of each pair: ``relevance * length_factor``. ``relevance`` is the teacher's
+   softmax probability of the pair's true answer among all distinct answers of the data
+   (cosine / ``temperature``): high when the answer fits the question better than the other
+   answers do, low when other answers fit as well or better. ``length_factor`` is 1 for texts of
+   sane length and falls linearly to 0 for one-word questions, answers under 3 words, or
+   texts far over the usual lengths (see :func:`length_factor`). Pairs under ``min_quality``
+   are removed (an original takes its variants with it).
+5. **Curriculum metadata**: ``difficulty`` (teacher rank of the true answer among all answers,
+   as a quantile: :func:`cellcube.objectives.curriculum.teacher_difficulty`), ``domain`` (from the
+   source),
+   ``complexity`` (:func:`complexity`: length and clause structure, in [0, 1]).
+
+No leakage: a variant keeps its source's answer and records its source question in
+``variant_of`` (and ``source_id``); :func:`cellcube.data.pairs.split_dataset` splits the original
+pairs
+only and puts a variant in train when its source is in train, never in validation or test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cellcube.data.pairs import QAPair
+from cellcube.errors import DataError
+from cellcube.objectives.curriculum import teacher_difficulty
+
+__all__ = [
+    "Embedder",
+    "ExpandOptions",
+    "ExpandReport",
+    "complexity",
+    "expand_pairs",
+    "length_factor",
+    "quality_scores",
+    "template_variants",
+]
+
+Embedder = Callable[[list[str]], np.ndarray]
+"""Texts -> (n, D) float embeddings (e.g. the teacher through the cache)."""
+
+
+@dataclass(frozen=True)
+class ExpandOptions:
+    """Knobs of :func:`expand_pairs` (defaults chosen by inspection of the tech corpus)."""
+
+    variants: int = 3
+    min_similarity: float = 0.75
+    max_similarity: float = 0.98
+    duplicate_threshold: float = 0.95
+    min_quality: float = 0.0
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.variants < 0:
+            raise DataError(f"variants must be >= 0, got {self.variants}")
+        if not -1.0 <= self.min_similarity < self.max_similarity <= 1.0:
+            raise DataError(
+                "need -1 <= min_similarity < max_similarity <= 1, got "
+                f"{self.min_similarity} and {self.max_similarity}"
+            )
+        if not 0.0 < self.duplicate_threshold <= 1.0:
+            raise DataError(
+                f"duplicate_threshold must be in (0, 1], got {self.duplicate_threshold}"
+            )
+        if not 0.0 <= self.min_quality <= 1.0:
+            raise DataError(f"min_quality must be in [0, 1], got {self.min_quality}")
+        if not self.temperature > 0:
+            raise DataError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class ExpandReport:
+    """Counts of what :func:`expand_pairs` generated, kept and removed, and why."""
+
+    n_input: int = 0
+    n_candidates: int = 0
+    candidates_by_strategy: dict[str, int] = field(default_factory=dict)
+    variants_by_strategy: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    n_duplicate_originals: int = 0
+    n_below_quality: int = 0
+    n_originals: int = 0
+    n_variants: int = 0
+
+    def summary(self) -> str:
+        """One line for the user."""
+        kept = ", ".join(f"{n} {s}" for s, n in sorted(self.variants_by_strategy.items()))
+        rejected = ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items()))
+        return (
+            f"{self.n_input} input pairs -> {self.n_originals} originals + {self.n_variants} "
+            f"variants ({kept or 'none'}); {self.n_candidates} candidates, rejected: "
+            f"{rejected or 'none'}; {self.n_duplicate_originals} near-duplicate original(s) "
+            f"and {self.n_below_quality} pair(s) below min_quality removed"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------------------------
+# Candidate rephrasings
+# --------------------------------------------------------------------------------------------
+
+_WH = ("what", "how", "why", "when", "which", "where", "who")
+_LEAD_INS = ("Quick question: ", "I was wondering, ", "In simple terms, ")
+_WORDING = (
+    (r"\bWhat is\b", "What's"),
+    (r"\bWhat's\b", "What is"),
+    (r"\bHow do I\b", "How can I"),
+    (r"\bHow can I\b", "How do I"),
+    (r"\bdifference between\b", "distinction between"),
+    (r"\bis used for\b", "is useful for"),
+    (r"\bmachine learning\b", "ML"),
+    (r"\bnatural language processing\b", "NLP"),
+)
+_WHAT_IS = re.compile(r"^(?:What is|What's|What are) (?P<x>[^?]+?)\?$")
+_WHAT_ARE = re.compile(r"^What are (?P<x>[^?]+?)\?$")
+_DIFFERENCE = re.compile(
+    r"^(?:What is|What's) the difference between (?P<a>[^?]+?) and (?P<b>[^?]+?)\?$"
+)
+_HOW_WORK = re.compile(r"^How (?P<aux>does|do) (?P<x>[^?]+?) work\?$")
+# A "What is X?" topic that is really a clause ("X used for", "X and how ...", "meant by X").
+_NOT_A_TOPIC = re.compile(
+    r"\b(?:and|or) (?:how|why|what|when|which|does|do|is|are|can|should)\b"
+    r"|\b(?:for|of|to|in|on|with|about|from|at|by|like|mean|do)$|^(?:meant|it|that|this|there)\b"
+)
+# Question-word rewrites: (pattern, replacement) on the whole question, grammatical by form.
+_SWAPS = (
+    (r"^Why is (?P<x>[^?]+)\?$", r"What makes \g<x>?"),
+    (r"^Why are (?P<x>[^?]+)\?$", r"What makes \g<x>?"),
+    (r"^Why do (?P<x>[^?]+)\?$", r"What is the reason \g<x>?"),
+    (r"^When should (?P<x>[^?]+)\?$", r"In which situations should \g<x>?"),
+    (r"^How do I (?P<x>[^?]+)\?$", r"What is the best way to \g<x>?"),
+    (r"^How can I (?P<x>[^?]+)\?$", r"What is a good way to \g<x>?"),
+    (r"^What does (?P<x>[^?]+) do\?$", r"What is the role of \g<x>?"),
+    (r"^What is (?P<x>[^?]+) used for\?$", r"What are the uses of \g<x>?"),
+    (r"^How does (?P<x>[^?]+) work\?$", r"What is the mechanism behind \g<x>?"),
+    (
+        r"^(?:What is|What's) the difference between (?P<x>[^?]+) and (?P<y>[^?]+)\?$",
+        r"How do \g<x> and \g<y> differ?",
+    ),
+)
+
+
+def _lower_first(text: str) -> str:
+    """``text`` with its first letter lowered, unless the first word looks like a name/acronym."""
+    first = text.split(" ", 1)[0]
+    if first == "I" or first.startswith("I'") or (len(first) > 1 and first[1:2].isupper()):
+        return text
+    return text[:1].lower() + text[1:]
+
+
+def template_variants(question: str) -> list[tuple[str, str]]:
+    """Rule-based rephrasings of ``question`` as ``(strategy, text)``, distinct, source excluded.
+
+    Only English questions ending in ``?`` get variants (other texts, e.g. chat turns or
+    instructions, return ``[]``). The rules only move or add whole phrases around the question,
+    so each variant is grammatical when the source is.
+    """
+    q = " ".join(question.split())
+    if not q.endswith("?") or len(q) < 4:
+        return []
+    out: list[tuple[str, str]] = []
+    first, _, rest = q.partition(" ")
+    low = _lower_first(q)
+    for lead in _LEAD_INS:
+        out.append(("prefix", lead + low))
+    if first.lower() in _WH and rest:
+        out.append(("adverb", f"{first} exactly {rest}"))
+    if m := _DIFFERENCE.match(q):
+        a, b = m["a"], m["b"]
+        out.append(("imperative", f"Explain the difference between {a} and {b}."))
+        out.append(("embedded", f"Can you tell me how {a} and {b} differ?"))
+        out.append(("imperative", f"Compare {a} and {b}."))
+    elif (m := _WHAT_IS.match(q)) and not _NOT_A_TOPIC.search(m["x"]):
+        x = m["x"]
+        verb = "are" if _WHAT_ARE.match(q) else "is"
+        out.append(("imperative", f"Explain {x}."))
+        out.append(("imperative", f"Tell me about {x}."))
+        out.append(("embedded", f"Can you tell me what {x} {verb}?"))
+    elif m := _HOW_WORK.match(q):
+        x = m["x"]
+        verb = "works" if m["aux"] == "does" else "work"
+        out.append(("imperative", f"Explain how {x} {verb}."))
+        out.append(("embedded", f"Can you tell me how {x} {verb}?"))
+    for pattern, repl in _SWAPS:
+        new = re.sub(pattern, repl, q)
+        if new != q:
+            out.append(("question word", new))
+    for pattern, repl in _WORDING:
+        new = re.sub(pattern, repl, q, count=1)
+        if new != q:
+            out.append(("wording", new))
+    seen = {q}
+    unique = []
+    for strategy, text in out:
+        if text not in seen:
+            seen.add(text)
+            unique.append((strategy, text))
+    return unique
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------------
+
+
+def _ramp(n: int, low: int, high: int, zero_at: int) -> float:
+    """1 on ``[low, high]``, linear down to 0 at ``low - 1 -> 0 words`` and at ``zero_at``."""
+    if n < low:
+        return max(0.0, n / low) if low > 0 else 1.0
+    if n <= high:
+        return 1.0
+    return max(0.0, 1.0 - (n - high) / max(zero_at - high, 1))
+
+
+def length_factor(question: str, answer: str) -> float:
+    """Length sanity in [0, 1]: questions of 2-40 words and answers of 3-120 words score 1.
+
+    Shorter texts fall linearly towards 0 words, longer ones linearly to 0 at 120 / 400 words;
+    an answer equal to its question scores 0 (it answers nothing).
+    """
+    if question.strip().lower() == answer.strip().lower():
+        return 0.0
+    nq, na = len(question.split()), len(answer.split())
+    return min(_ramp(nq, 2, 40, 120), _ramp(na, 3, 120, 400))
+
+
+def complexity(question: str, answer: str) -> float:
+    """Structural complexity in [0, 1]: mean of answer length (60 words = 1), question length
+    (25 words = 1) and clause count of the answer (sentences + commas/semicolons, 8 = 1)."""
+    na, nq = len(answer.split()), len(question.split())
+    clauses = len(re.findall(r"[.!?;,](?:\s|$)", answer))
+    return round((min(1.0, na / 60) + min(1.0, nq / 25) + min(1.0, clauses / 8)) / 3, 4)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def quality_scores(
+    q: np.ndarray,
+    answer_ids: np.ndarray,
+    bank: np.ndarray,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    temperature: float = 0.05,
+) -> dict[str, np.ndarray]:
+    """Per-pair ``relevance``, ``length_factor`` and ``quality`` (their product), all in [0, 1].
+
+    ``q``: (n, D) question embeddings; ``bank``: (m, D) embeddings of the distinct answers;
+    ``answer_ids``: (n,) each pair's answer row in ``bank``; ``questions``/``answers``: the
+    pairs' texts. ``relevance`` is the softmax over the bank of ``cos(q, bank) / temperature``
+    at the true answer (1 when one answer is the only match, 1/m when all fit alike).
+    """
+    sims = _normalise(q) @ _normalise(bank).T / temperature
+    sims -= sims.max(axis=1, keepdims=True)
+    probs = np.exp(sims)
+    probs /= probs.sum(axis=1, keepdims=True)
+    relevance = probs[np.arange(len(q)), answer_ids]
+    lengths = np.array([length_factor(a, b) for a, b in zip(questions, answers, strict=True)])
+    return {"relevance": relevance, "length_factor": lengths, "quality": relevance * lengths}
+
+
+# --------------------------------------------------------------------------------------------
+# The expansion
+# --------------------------------------------------------------------------------------------
+
+
+def expand_pairs(
+    pairs: Sequence[QAPair], embed: Embedder, options: ExpandOptions | None = None
+) -> tuple[list[dict[str, Any]], ExpandReport]:
+    """Expand ``pairs`` (see the module docstring); returns JSONL records and a report.
+
+    Records come in input order, each original followed by its variants, with ``question``,
+    ``answer``, ``domain``, ``source_id``, ``variant_of`` (None for originals), ``strategy``
+    (``original`` or the variant's), ``relevance``, ``length_factor``, ``quality``,
+    ``difficulty``, ``complexity``, and ``split`` when the source pins one. Input pairs that are
+    themselves variants are treated as originals of their own.
+    """
+    opt = options or ExpandOptions()
+    report = ExpandReport(n_input=len(pairs))
+    if not pairs:
+        raise DataError("nothing to expand: no pairs")
+    sources = list(pairs)
+
+    # 1. candidates, embedded together with every question and answer in one teacher call
+    cands: list[tuple[int, str, str]] = []  # (source index, strategy, text)
+    if opt.variants:
+        for i, p in enumerate(sources):
+            cands += [(i, s, t) for s, t in template_variants(p.question)]
+    report.n_candidates = len(cands)
+    report.candidates_by_strategy = dict(Counter(s for _, s, _ in cands))
+    questions = [p.question for p in sources]
+    answers = list(dict.fromkeys(p.answer for p in sources))
+    texts = list(dict.fromkeys([*questions, *answers, *(t for _, _, t in cands)]))
+    row = {t: i for i, t in enumerate(texts)}
+    vecs = _normalise(np.asarray(embed(texts), dtype=np.float64))
+    if vecs.shape[0] != len(texts) or not np.isfinite(vecs).all():
+        raise DataError("the embedder returned a wrong number of rows or non-finite values")
+
+    def v(text: str) -> np.ndarray:
+        return vecs[row[text]]
+
+    # 2. near-duplicate originals: question and answer both near an earlier kept pair's
+    keep: list[int] = []
+    kq = np.zeros((0, vecs.shape[1]))
+    ka = np.zeros((0, vecs.shape[1]))
+    for i, p in enumerate(sources):
+        qv, av = v(p.question), v(p.answer)
+        if (
+            len(keep)
+            and ((kq @ qv >= opt.duplicate_threshold) & (ka @ av >= opt.duplicate_threshold)).any()
+        ):
+            report.n_duplicate_originals += 1
+            continue
+        keep.append(i)
+        kq = np.vstack([kq, qv])
+        ka = np.vstack([ka, av])
+
+    # 3. teacher-guided selection of variants
+    rejected: Counter[str] = Counter()
+    by_source: dict[int, list[tuple[str, str]]] = {i: [] for i in keep}
+    kept_q = kq.copy()  # every kept question, originals first
+    kept_texts = {sources[i].question for i in keep}
+    per_source: dict[int, list[tuple[int, str, str]]] = {}
+    for c in cands:
+        per_source.setdefault(c[0], []).append(c)
+    for i in keep:
+        src = v(sources[i].question)
+        scored = sorted(per_source.get(i, []), key=lambda c: -float(src @ v(c[2])))
+        for _, strategy, text in scored:
+            if len(by_source[i]) >= opt.variants:
+                break
+            if text in kept_texts:
+                rejected["exact duplicate"] += 1
+                continue
+            sim = float(src @ v(text))
+            if sim < opt.min_similarity:
+                rejected["too far from source"] += 1
+                continue
+            if sim >= opt.max_similarity:
+                rejected["near-duplicate of source"] += 1
+                continue
+            if (kept_q @ v(text) >= opt.max_similarity).any():
+                rejected["near-duplicate of a kept question"] += 1
+                continue
+            by_source[i].append((strategy, text))
+            kept_texts.add(text)
+            kept_q = np.vstack([kept_q, v(text)])
+    report.rejected = dict(rejected)
+
+    # 4. quality of every kept pair, against all distinct answers of the kept originals
+    items: list[tuple[int, str, str]] = []  # (source index, strategy, question text)
+    for i in keep:
+        items.append((i, "original", sources[i].question))
+        items += [(i, s, t) for s, t in by_source[i]]
+    bank_texts = list(dict.fromkeys(sources[i].answer for i in keep))
+    bank_row = {t: j for j, t in enumerate(bank_texts)}
+    q = np.stack([v(t) for _, _, t in items])
+    aid = np.array([bank_row[sources[i].answer] for i, _, _ in items])
+    bank = np.stack([v(t) for t in bank_texts])
+    scores = quality_scores(
+        q,
+        aid,
+        bank,
+        [t for _, _, t in items],
+        [sources[i].answer for i, _, _ in items],
+        opt.temperature,
+    )
+    difficulty = teacher_difficulty(
+        torch.from_numpy(q).float(),
+        torch.from_numpy(bank[aid]).float(),
+        torch.from_numpy(aid).long(),
+        torch.from_numpy(bank).float(),
+    ).numpy()
+
+    # 5. threshold filter (an original below it takes its variants along) and records
+    dropped_sources = {
+        i
+        for (i, s, _), qual in zip(items, scores["quality"], strict=True)
+        if s == "original" and qual < opt.min_quality
+    }
+    records: list[dict[str, Any]] = []
+    strategies: Counter[str] = Counter()
+    for k, (i, strategy, text) in enumerate(items):
+        src = sources[i]
+        if i in dropped_sources or scores["quality"][k] < opt.min_quality:
+            report.n_below_quality += 1
+            continue
+        original = strategy == "original"
+        rec: dict[str, Any] = {
+            "question": text,
+            "answer": src.answer,
+            "domain": src.domain,
+            "source_id": f"s{i}",
+            "variant_of": None if original else src.question,
+            "strategy": strategy,
+            "relevance": round(float(scores["relevance"][k]), 4),
+            "length_factor": round(float(scores["length_factor"][k]), 4),
+            "quality": round(float(scores["quality"][k]), 4),
+            "difficulty": round(float(difficulty[k]), 4),
+            "complexity": complexity(text, src.answer),
+        }
+        if src.split is not None:
+            rec["split"] = src.split
+        records.append(rec)
+        if original:
+            report.n_originals += 1
+        else:
+            strategies[strategy] += 1
+            report.n_variants += 1
+    report.variants_by_strategy = dict(strategies)
+    return records, report

@@ -1,0 +1,245 @@
+"""Data inspection: what is in a set of pairs, measured, with plots and a short Markdown summary.
+
+``cellcube data inspect`` reports, for any data the importers read (or an expanded file):
+
+* counts: pairs, distinct questions and answers, originals vs synthetic variants, per domain,
+  per pinned split;
+* question and answer lengths in words (histograms);
+* quality scores (histogram): the file's own ``quality`` field when every record has one (as
+  ``cellcube data expand`` writes), else computed by the teacher
+  (:func:`cellcube.data.expand.quality_scores`);
+* duplicates: exact (repeated question with different answers, repeated answers) and near
+  (question pairs at teacher cosine >= ``near_threshold``), with examples;
+* the teacher's identity baseline: MRR and Recall@k of retrieving each pair's answer among all
+  distinct answers by cosine with the question (what the cube has to beat).
+
+Outputs under ``--out``: ``summary.md``, ``summary.json``, ``lengths.png``, ``quality.png``,
+``domains.png``; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cellcube.data.expand import Embedder, quality_scores
+from cellcube.data.pairs import QAPair
+from cellcube.errors import DataError
+from cellcube.eval.metrics import retrieval_metrics
+from cellcube.io import atomic_open, write_json, write_text
+
+__all__ = ["inspect_pairs", "read_qualities", "render_markdown", "write_inspection"]
+
+
+def read_qualities(path: Path, n: int) -> list[float] | None:
+    """The ``quality`` field of every record of a JSONL file, or None when any record lacks one
+    (or the file is not JSONL / has another number of records than the ``n`` pairs read)."""
+    if path.is_dir() or path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return None
+    out = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line).get("quality")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        out.append(float(value))
+    return out if len(out) == n else None
+
+
+def inspect_pairs(
+    pairs: Sequence[QAPair],
+    embed: Embedder,
+    *,
+    qualities: Sequence[float] | None = None,
+    near_threshold: float = 0.95,
+    ks: Sequence[int] = (1, 10),
+    examples: int = 5,
+) -> dict[str, Any]:
+    """Measure ``pairs`` (see the module docstring); returns the summary as plain JSON data.
+
+    ``embed`` turns texts into embeddings (the teacher). ``qualities``, when given, are used as
+    the quality scores instead of computing them.
+    """
+    if not pairs:
+        raise DataError("nothing to inspect: no pairs")
+    questions = [p.question for p in pairs]
+    answers = list(dict.fromkeys(p.answer for p in pairs))
+    texts = list(dict.fromkeys([*questions, *answers]))
+    row = {t: i for i, t in enumerate(texts)}
+    vecs = np.asarray(embed(texts), dtype=np.float64)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    q = vecs[[row[t] for t in questions]]
+    bank = vecs[[row[t] for t in answers]]
+    a_row = {t: i for i, t in enumerate(answers)}
+    aid = np.array([a_row[p.answer] for p in pairs])
+
+    if qualities is None:
+        scores = quality_scores(q, aid, bank, questions, [p.answer for p in pairs])
+        quality = scores["quality"]
+        quality_source = "computed by the teacher"
+    else:
+        quality = np.asarray(qualities, dtype=np.float64)
+        quality_source = "from the file's 'quality' field"
+
+    q_counts = Counter(questions)
+    a_counts = Counter(p.answer for p in pairs)
+    sims = q @ q.T
+    iu = np.triu_indices(len(questions), k=1)
+    near = np.flatnonzero(sims[iu] >= near_threshold)
+    order = near[np.argsort(-sims[iu][near], kind="stable")]
+    near_examples = [
+        {
+            "a": questions[int(iu[0][k])],
+            "b": questions[int(iu[1][k])],
+            "cosine": round(float(sims[iu][k]), 4),
+        }
+        for k in order[:examples]
+    ]
+    identity = retrieval_metrics(
+        torch.from_numpy(q).float(),
+        torch.from_numpy(aid).long(),
+        torch.from_numpy(bank).float(),
+        ks,
+    )
+    qlen = [len(t.split()) for t in questions]
+    alen = [len(p.answer.split()) for p in pairs]
+    return {
+        "counts": {
+            "pairs": len(pairs),
+            "distinct_questions": len(q_counts),
+            "distinct_answers": len(answers),
+            "originals": sum(p.variant_of is None for p in pairs),
+            "variants": sum(p.variant_of is not None for p in pairs),
+            "per_domain": dict(Counter(p.domain or "(none)" for p in pairs).most_common()),
+            "per_split": dict(Counter(p.split or "(not pinned)" for p in pairs).most_common()),
+        },
+        "lengths": {
+            "question_words": _stats(qlen),
+            "answer_words": _stats(alen),
+            "question_hist": qlen,
+            "answer_hist": alen,
+        },
+        "quality": {
+            "source": quality_source,
+            **_stats(quality.tolist()),
+            "values": [round(float(x), 4) for x in quality],
+            "lowest": [
+                {"question": questions[i], "quality": round(float(quality[i]), 4)}
+                for i in np.argsort(quality, kind="stable")[:examples]
+            ],
+        },
+        "duplicates": {
+            "questions_with_several_answers": sum(n > 1 for n in q_counts.values()),
+            "answers_shared_by_several_questions": sum(n > 1 for n in a_counts.values()),
+            "near_threshold": near_threshold,
+            "near_duplicate_question_pairs": len(near),
+            "near_examples": near_examples,
+        },
+        "identity_baseline": {k: round(v, 4) for k, v in identity.items()},
+    }
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "min": round(float(arr.min()), 4),
+        "median": round(float(np.median(arr)), 4),
+        "mean": round(float(arr.mean()), 4),
+        "max": round(float(arr.max()), 4),
+    }
+
+
+def render_markdown(summary: dict[str, Any], title: str) -> str:
+    """The short human summary (``summary.md``) of :func:`inspect_pairs`' result."""
+    c, ln, qu = summary["counts"], summary["lengths"], summary["quality"]
+    d, ib = summary["duplicates"], summary["identity_baseline"]
+    lines = [
+        f"# Data inspection: {title}",
+        "",
+        f"- **{c['pairs']} pairs**: {c['distinct_questions']} distinct questions, "
+        f"{c['distinct_answers']} distinct answers; {c['originals']} original, "
+        f"{c['variants']} synthetic variants",
+        "- per domain: " + ", ".join(f"{k} {v}" for k, v in c["per_domain"].items()),
+        "- per split: " + ", ".join(f"{k} {v}" for k, v in c["per_split"].items()),
+        f"- question words: median {ln['question_words']['median']:g}, max "
+        f"{ln['question_words']['max']:g}; answer words: median "
+        f"{ln['answer_words']['median']:g}, max {ln['answer_words']['max']:g} (`lengths.png`)",
+        f"- quality ({qu['source']}): median {qu['median']:.3f}, mean {qu['mean']:.3f}, "
+        f"min {qu['min']:.3f} (`quality.png`)",
+        f"- duplicates: {d['questions_with_several_answers']} question(s) with several answers, "
+        f"{d['answers_shared_by_several_questions']} answer(s) shared by several questions, "
+        f"{d['near_duplicate_question_pairs']} near-duplicate question pair(s) "
+        f"(teacher cosine >= {d['near_threshold']})",
+        "- teacher identity baseline (answer retrieval by cosine with the question, among all "
+        "distinct answers): " + ", ".join(f"{k} {v:.3f}" for k, v in ib.items()),
+    ]
+    if d["near_examples"]:
+        lines += ["", "Closest question pairs:", ""]
+        lines += [f"- {e['cosine']:.3f}: {e['a']!r} / {e['b']!r}" for e in d["near_examples"]]
+    if qu["lowest"]:
+        lines += ["", "Lowest quality:", ""]
+        lines += [f"- {e['quality']:.4f}: {e['question']!r}" for e in qu["lowest"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_inspection(summary: dict[str, Any], out: Path, title: str) -> list[Path]:
+    """Write ``summary.md``, ``summary.json`` and the three PNG plots into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    ln, qu, c = summary["lengths"], summary["quality"], summary["counts"]
+
+    def save(fig: Any, name: str) -> None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        with atomic_open(out / name, "wb") as fh:
+            fh.write(buf.getvalue())
+        written.append(out / name)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, label in zip(
+        axes, ("question_hist", "answer_hist"), ("question", "answer"), strict=True
+    ):
+        ax.hist(ln[key], bins=30, color="tab:blue")
+        ax.set_xlabel(f"{label} length (words)")
+        ax.set_ylabel("pairs")
+    fig.tight_layout()
+    save(fig, "lengths.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(qu["values"], bins=20, range=(0, 1), color="tab:green")
+    ax.set_xlabel(f"quality ({qu['source']})")
+    ax.set_ylabel("pairs")
+    fig.tight_layout()
+    save(fig, "quality.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(c["per_domain"])
+    ax.barh(names[::-1], [c["per_domain"][n] for n in names[::-1]], color="tab:orange")
+    ax.set_xlabel("pairs")
+    fig.tight_layout()
+    save(fig, "domains.png")
+
+    slim = {
+        **summary,
+        "lengths": {k: v for k, v in ln.items() if not k.endswith("_hist")},
+        "quality": {k: v for k, v in qu.items() if k != "values"},
+    }
+    write_json(out / "summary.json", slim)
+    write_text(out / "summary.md", render_markdown(summary, title))
+    return [*written, out / "summary.json", out / "summary.md"]

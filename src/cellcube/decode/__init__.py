@@ -1,0 +1,1 @@
+"""Embedding -> text: the nearest-neighbour phrase bank."""

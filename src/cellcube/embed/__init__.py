@@ -1,0 +1,1 @@
+"""Text -> embedding: teacher encoders, models shipped in PyPI packages, the SQLite cache."""

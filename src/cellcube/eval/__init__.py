@@ -1,0 +1,1 @@
+"""Evaluation on the held-out test split: similarity, retrieval metrics, reports."""

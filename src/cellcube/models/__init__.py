@@ -1,0 +1,1 @@
+"""Embedding -> embedding maps: the cube and the baselines beside it."""

@@ -1,0 +1,1 @@
+"""What training minimises: loss terms, mined negatives, curriculum, multi-teacher weights."""

@@ -1,0 +1,1 @@
+"""The end-to-end job and the run directory."""

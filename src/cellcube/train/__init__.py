@@ -1,0 +1,1 @@
+"""Training with Lightning: the module, the loop, checkpoints, guards, data parallelism."""
