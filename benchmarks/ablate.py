@@ -1,7 +1,7 @@
 """Loss ablation: train the default cube with each loss configuration, on both corpora and
 several seeds, and tabulate validation MRR (what the default is chosen on) beside test metrics.
 
-    python benchmarks/ablate.py --out runs/ablate --seed 0 --seed 1 --seed 2 --jobs 2
+    python -m benchmarks.ablate --out runs/ablate --seed 0 --seed 1 --seed 2 --jobs 2
 
 Cross-validated (``--folds K``): every configuration is trained K times per seed and corpus, fold
 ``i`` of the non-test pairs serving as validation (``data.folds=K data.fold=i``); the test split
@@ -9,15 +9,15 @@ is the seed's usual one. Validation MRR then averages over every non-test pair, 
 validation evidence than the 10% split, and test numbers average over the K fold models.
 ``--only NAME`` restricts the run to some configurations::
 
-    python benchmarks/ablate.py --out runs/ablate_cv --folds 5 --seed 0 --seed 1 \
+    python -m benchmarks.ablate --out runs/ablate_cv --folds 5 --seed 0 --seed 1 \
         --only infonce+cosine --only infonce --only infonce+cosine+diversity \
         --only infonce+cosine+curriculum
 
-Built on :mod:`sweep` (same runs, same resumable run directories, same summary). Only the cube
-is trained (``eval.baselines=false``), except for ``BESIDE`` (the default before the ablation),
-which keeps its baselines so that ``identity`` and ``cube_0_steps`` stand beside it. Every
-configuration states its curriculum and diversity settings, so the table does not depend on
-the default (``DEFAULT``, configs/default.yaml's loss, is marked).
+Built on :mod:`benchmarks.sweep` (same runs, same resumable run directories, same summary).
+Only the cube is trained (``eval.baselines=false``), except for ``BESIDE`` (the default before
+the ablation), which keeps its baselines so that ``identity`` and ``cube_0_steps`` stand beside
+it. Every configuration states its curriculum and diversity settings, so the table does not
+depend on the default (``DEFAULT``, configs/default.yaml's loss, is marked).
 The table is written to ``OUT/ablation.md`` and printed; ``OUT/summary.json`` holds every number.
 """
 
@@ -27,8 +27,8 @@ import argparse
 import statistics
 from pathlib import Path
 
+from benchmarks.sweep import run_all, summarise
 from cellcube.io import write_json, write_text
-from sweep import run_all, summarise
 
 MINED = ["loss.hard_negatives=8", "loss.random_negatives=8"]
 # every configuration states the terms it leaves out, so the table does not depend on the default
@@ -143,7 +143,7 @@ def format_deltas(deltas: dict[str, dict[str, list[float]]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
     ap.add_argument("--out", type=Path, default=Path("runs/ablate"))
     ap.add_argument("--corpus", action="append", default=None)
     ap.add_argument("--seed", type=int, action="append", default=None)

@@ -1,7 +1,7 @@
 """Does data expansion help, and do quality scores mean anything? Measured on the tech corpus.
 
-For each seed the ORIGINAL tech pairs are split once (:func:`cellcube.data.pairs.split_pairs`, the
-default fractions), and four training sets are built around that one split, each written as a
+For each seed the ORIGINAL tech pairs are split once (:func:`cellcube.data.split_pairs`, the
+config's fractions), and four training sets are built around that one split, each written as a
 JSONL file whose records pin their split, so every run is tested on the same held-out test
 pairs (original pairs only) and validated on the same validation pairs:
 
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from cellcube.config import load_config
+from cellcube.data import QAPair, load_builtin, split_pairs
 from cellcube.data.expand import ExpandOptions, expand_pairs
-from cellcube.data.pairs import QAPair, load_builtin, split_pairs
 from cellcube.embed.cache import embed_texts
 from cellcube.embed.encode import make_teacher, open_cache
 from cellcube.io import atomic_open, write_json
@@ -63,12 +63,7 @@ def _record(p: QAPair, split: str) -> dict[str, Any]:
 def build_sets(seed: int, out: Path, config: str, drop: float) -> dict[str, Path]:
     """Write the four training-set files of one seed; returns condition -> file."""
     cfg = load_config(config)
-    split = split_pairs(
-        load_builtin("tech"),
-        seed=seed,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-    )
+    split = split_pairs(load_builtin("tech"), cfg.data, seed)
     teacher, cache = make_teacher(cfg), open_cache(cfg)
     try:
 

@@ -13,7 +13,7 @@ The baselines (identity, mlp, ...) depend only on the split, so only ``single`` 
 Test MRR is measured in the primary teacher's space on the same held-out split (it depends only
 on the data and the seed), so the rows are directly comparable. Validation MRR is printed too.
 
-    python benchmarks/multi_teacher.py --out runs/multi --corpus chatterbot --corpus zaragoza \
+    python -m benchmarks.multi_teacher --out runs/multi --corpus chatterbot --corpus zaragoza \
         --seed 0 --seed 1 --seed 2
 """
 
@@ -23,8 +23,10 @@ import argparse
 import statistics
 from pathlib import Path
 
+from benchmarks.sweep import run_all
 from cellcube.io import write_json
-from sweep import run_all
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "multi_teacher.yaml"
 
 VARIANTS = {  # the baselines (identity, mlp, ...) are trained once per split, with `single`
     "single": ["teachers.others=[]"],
@@ -94,7 +96,7 @@ def teacher_table(reports: dict[tuple[str, str, int], dict], corpora: list[str])
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="configs/multi_teacher.yaml")
+    ap.add_argument("--config", default=str(CONFIG))
     ap.add_argument("--out", type=Path, default=Path("runs/multi"))
     ap.add_argument("--corpus", action="append", default=None)
     ap.add_argument("--seed", type=int, action="append", default=None)

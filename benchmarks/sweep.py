@@ -4,10 +4,11 @@ Each (variant, corpus) pair is a full ``cellcube train`` run (cube + baselines, 
 thread), ``--jobs`` at a time. Variants are chosen on VALIDATION MRR (mean over corpora); test
 numbers are printed beside them for the record, never used to choose.
 
-    python benchmarks/sweep.py --out runs/sweep \
+    python -m benchmarks.sweep --out runs/sweep \
         --variant base: --variant steps8:cube.steps=8 --corpus chatterbot --corpus zaragoza
 
-A variant is ``NAME:KEY=VALUE,KEY=VALUE`` (an empty list keeps the config as is).
+A variant is ``NAME:KEY=VALUE,KEY=VALUE`` (an empty list keeps the config as is). Without
+``--config`` the runs use cellcube's built-in defaults (what configs/default.yaml spells out).
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cellcube.io import write_json
+from cellcube.run.rundir import RunDir
 
 
-def _run(config: str, out: Path, corpus: str, overrides: list[str], seed: int) -> dict:
-    report = out / "report.json"
+def _run(config: str | None, out: Path, corpus: str, overrides: list[str], seed: int) -> dict:
+    report = RunDir(out).report
     if not report.exists():
         sets = [f"data.corpus={corpus}", f"seed={seed}", "train.progress=false", *overrides]
-        cmd = [sys.executable, "-m", "cellcube", "train", "--config", config, "--out", str(out)]
+        cmd = [sys.executable, "-m", "cellcube", "train", "--out", str(out)]
+        if config is not None:
+            cmd += ["--config", config]
         cmd.append("--overwrite")  # a run without a report is an unfinished attempt
         for s in sets:
             cmd += ["--set", s]
@@ -44,7 +48,7 @@ def _run(config: str, out: Path, corpus: str, overrides: list[str], seed: int) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
     ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
     ap.add_argument("--variant", action="append", required=True)
     ap.add_argument("--corpus", action="append", default=None)
@@ -64,7 +68,7 @@ def main() -> None:
 
 
 def run_all(
-    config: str,
+    config: str | None,
     out: Path,
     variants: dict[str, list[str]],
     corpora: list[str],

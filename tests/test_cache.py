@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cellcube.config import CacheConfig, TeacherConfig
 from cellcube.embed.cache import EmbeddingCache, embed_texts
-from cellcube.embed.teachers import Teacher, TeacherSpec, load_teacher
+from cellcube.embed.encode import embed
+from cellcube.embed.teachers import Teacher, load_teacher
 from cellcube.errors import CellcubeError
 
 TEXTS = [
@@ -28,8 +30,8 @@ def _sha(text: str) -> str:
 
 
 @pytest.fixture()
-def bert_spec(tiny_bert_dir: Path) -> TeacherSpec:
-    return TeacherSpec(model=str(tiny_bert_dir), kind="transformers")
+def bert_cfg(tiny_bert_dir: Path) -> TeacherConfig:
+    return TeacherConfig(model=str(tiny_bert_dir), kind="transformers")
 
 
 def _spy(teacher: Teacher, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
@@ -45,9 +47,9 @@ def _spy(teacher: Teacher, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
-def test_second_run_makes_zero_encode_calls(bert_spec: TeacherSpec, tmp_path: Path) -> None:
+def test_second_run_makes_zero_encode_calls(bert_cfg: TeacherConfig, tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "emb.sqlite"
-    first = load_teacher(bert_spec)
+    first = load_teacher(bert_cfg)
     with EmbeddingCache(path) as cache:
         a = embed_texts(first, TEXTS, cache)
         assert len(cache) == len(DISTINCT)
@@ -58,7 +60,7 @@ def test_second_run_makes_zero_encode_calls(bert_spec: TeacherSpec, tmp_path: Pa
     np.testing.assert_array_equal(a[0], a[3])
     np.testing.assert_allclose(a, first.encode(TEXTS), atol=1e-6)
 
-    second = load_teacher(bert_spec)
+    second = load_teacher(bert_cfg)
     with EmbeddingCache(path) as cache:
         b = embed_texts(second, TEXTS, cache)
     assert second.encode_calls == 0
@@ -68,13 +70,13 @@ def test_second_run_makes_zero_encode_calls(bert_spec: TeacherSpec, tmp_path: Pa
 
 
 def test_partially_cached_input_encodes_only_missing(
-    bert_spec: TeacherSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bert_cfg: TeacherConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "emb.sqlite"
     with EmbeddingCache(path) as cache:
-        cached = embed_texts(load_teacher(bert_spec), TEXTS[:2], cache)
+        cached = embed_texts(load_teacher(bert_cfg), TEXTS[:2], cache)
 
-    teacher = load_teacher(bert_spec)
+    teacher = load_teacher(bert_cfg)
     calls = _spy(teacher, monkeypatch)
     new = ["brand new text", "another one", "brand new text"]
     with EmbeddingCache(path) as cache:
@@ -84,15 +86,15 @@ def test_partially_cached_input_encodes_only_missing(
     assert teacher.encode_calls == 1
     np.testing.assert_array_equal(out[:2], cached)
     np.testing.assert_array_equal(out[2], out[4])
-    np.testing.assert_allclose(out[2:4], load_teacher(bert_spec).encode(new[:2]), atol=1e-6)
+    np.testing.assert_allclose(out[2:4], load_teacher(bert_cfg).encode(new[:2]), atol=1e-6)
 
 
 def test_different_teacher_identities_do_not_collide(
-    bert_spec: TeacherSpec, tmp_path: Path, tiny_llama_dir: Path
+    bert_cfg: TeacherConfig, tmp_path: Path, tiny_llama_dir: Path
 ) -> None:
     path = tmp_path / "emb.sqlite"
-    bert = load_teacher(bert_spec)
-    llama = load_teacher(TeacherSpec(model=str(tiny_llama_dir), kind="transformers"))
+    bert = load_teacher(bert_cfg)
+    llama = load_teacher(TeacherConfig(model=str(tiny_llama_dir), kind="transformers"))
     assert bert.identity != llama.identity
     with EmbeddingCache(path) as cache:
         from_bert = embed_texts(bert, DISTINCT, cache)
@@ -100,16 +102,16 @@ def test_different_teacher_identities_do_not_collide(
         assert llama.encode_calls == 1  # nothing reused from the BERT rows
         assert len(cache) == 2 * len(DISTINCT)
         assert not np.allclose(from_bert, from_llama)
-        again = load_teacher(bert_spec)
+        again = load_teacher(bert_cfg)
         np.testing.assert_array_equal(embed_texts(again, DISTINCT, cache), from_bert)
         assert again.encode_calls == 0
 
 
 def test_corrupted_rows_are_recomputed_and_overwritten(
-    bert_spec: TeacherSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bert_cfg: TeacherConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "emb.sqlite"
-    first = load_teacher(bert_spec)
+    first = load_teacher(bert_cfg)
     with EmbeddingCache(path) as cache:
         good = embed_texts(first, DISTINCT, cache)
 
@@ -126,7 +128,7 @@ def test_corrupted_rows_are_recomputed_and_overwritten(
     raw.close()
     assert n1 == n2 == 1
 
-    teacher = load_teacher(bert_spec)
+    teacher = load_teacher(bert_cfg)
     calls = _spy(teacher, monkeypatch)
     with EmbeddingCache(path) as cache:
         hits = cache.get_many(teacher.identity, DISTINCT)
@@ -204,8 +206,8 @@ def test_closed_cache_raises(tmp_path: Path) -> None:
         cache.get_many("t", ["a"])
 
 
-def test_embed_texts_without_cache_and_empty_input(bert_spec: TeacherSpec, tmp_path: Path) -> None:
-    teacher = load_teacher(bert_spec)
+def test_embed_texts_without_cache_and_empty_input(bert_cfg: TeacherConfig, tmp_path: Path) -> None:
+    teacher = load_teacher(bert_cfg)
     out = embed_texts(teacher, TEXTS, None)
     assert out.shape == (len(TEXTS), 32)
     assert teacher.encode_calls == 1
@@ -215,3 +217,21 @@ def test_embed_texts_without_cache_and_empty_input(bert_spec: TeacherSpec, tmp_p
         assert len(cache) == 0
     assert empty.shape == (0, 32)
     assert empty.dtype == np.float32
+
+
+def test_embed_goes_through_the_configured_cache(bert_cfg: TeacherConfig, tmp_path: Path) -> None:
+    """``embed(texts, teacher_cfg, cache_cfg)``: the first call fills the cache, a later one
+    with a fresh teacher never loads it; a disabled cache sends every text to the teacher."""
+    cache_cfg = CacheConfig(path=str(tmp_path / "emb.sqlite"))
+    first = embed(TEXTS, bert_cfg, cache_cfg)
+    np.testing.assert_allclose(first, load_teacher(bert_cfg).encode(TEXTS), atol=1e-6)
+    with EmbeddingCache(tmp_path / "emb.sqlite") as cache:
+        assert len(cache) == len(DISTINCT)
+    fresh = load_teacher(bert_cfg)
+    np.testing.assert_array_equal(embed(TEXTS, fresh, cache_cfg), first)
+    assert not fresh.loaded and fresh.encode_calls == 0
+    off = CacheConfig(path=str(tmp_path / "unused.sqlite"), enabled=False)
+    again = load_teacher(bert_cfg)
+    np.testing.assert_allclose(embed(TEXTS, again, off), first, atol=1e-6)
+    assert again.encode_calls == 1
+    assert not (tmp_path / "unused.sqlite").exists()

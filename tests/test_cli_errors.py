@@ -144,3 +144,28 @@ def test_corrupt_run_pairs(tmp_path, capsys):
 def test_resume_without_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     _assert_one_clear_line(capsys, "config.yaml")
+
+
+class _Evil:
+    """A pickle that creates a file when unpickled (a stand-in for arbitrary code)."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (str(self.target), "w"))
+
+
+def test_a_run_directory_holding_a_malicious_pickle_is_refused(tmp_path, capsys):
+    """``evaluate`` and ``ask`` on a run someone sent: its checkpoint's pickle is not executed."""
+    import torch
+
+    run = _fake_run(tmp_path)
+    sentinel = tmp_path / "pwned"
+    evil = {"state_dict": {}, "cellcube": {"rng": _Evil(sentinel)}}
+    torch.save(evil, run / "models" / "cube" / "checkpoints" / "best.ckpt")
+    for command in (["evaluate", str(run)], ["ask", str(run), "hello?"]):
+        assert main(command) == 2
+        _assert_one_clear_line(capsys, "best.ckpt", "refused")
+        assert not sentinel.exists()
+    assert (run / "report.json").read_text() == '{"keep": true}\n'

@@ -7,7 +7,8 @@ import torch
 
 from cellcube.config import CubeConfig
 from cellcube.errors import ConfigError
-from cellcube.models.cube import Cube, Reshaper, gather_neighbours, neighbour_offsets
+from cellcube.models.cube import CellRule, Cube, Reshaper
+from cellcube.models.lattice import neighbour_offsets
 
 
 def _cfg(**kw) -> CubeConfig:
@@ -56,10 +57,13 @@ def test_plain_reshaper_rejects_a_lattice_that_does_not_fit():
 
 @pytest.mark.parametrize("neighbourhood", [6, 26])
 @pytest.mark.parametrize("boundary", ["zero", "periodic"])
-def test_gather_matches_explicit_neighbour_lookup(neighbourhood, boundary):
+def test_neighbourhood_matches_explicit_neighbour_lookup(neighbourhood, boundary):
+    """Perception: each cell's row holds its own state, then each neighbour's, in offset order."""
     x = torch.randn(2, 3, 4, 5, 3)
-    offsets = neighbour_offsets(neighbourhood)
-    g = gather_neighbours(x, offsets, boundary)
+    rule = CellRule(3, 4, neighbourhood, boundary)
+    offsets = rule.offsets
+    assert offsets[0] == (0, 0, 0) and len(offsets) == neighbourhood + 1
+    g = rule.neighbourhood(x).view(2, 3, 4, 5, -1)
     assert g.shape == (2, 3, 4, 5, 3 * len(offsets))
     shape = x.shape[1:4]
     for cell in [(0, 0, 0), (2, 3, 4), (1, 2, 0), (1, 1, 2)]:
@@ -108,8 +112,9 @@ def test_every_parameter_gets_a_gradient_once_training_starts():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cube.parameters())
 
 
-def test_bad_neighbourhood_is_a_config_error():
-    with pytest.raises(ConfigError, match="neighbourhood"):
+def test_a_neighbourhood_has_6_or_26_cells():
+    assert len(set(neighbour_offsets(26))) == 27
+    with pytest.raises(ValueError, match="6 or 26"):
         neighbour_offsets(8)
 
 

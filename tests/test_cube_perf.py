@@ -1,90 +1,175 @@
-"""The fast formulation of the cell rule, and the benchmark's FLOP and memory accounting.
+"""The cube's fast paths compute the readable rule: kernels and cones, and their accounting.
 
-The rule's fast path (one ``index_select`` gather, the residual folded into the stencil's GEMM,
-the second layer accumulating onto it; in place, in blocks, without autograd) must be the same
-function as the textbook formulation ``x + stencil(h) + update(gelu(perceive(h)))`` on
-``gather_neighbours``, with the same gradients, and must leave the parameters and ``state_dict``
-keys as they were.
+Two fast paths run the update of :class:`cellcube.models.cube.CellRule` differently: the in-place
+blocked kernels of inference (:mod:`cellcube.models.kernels`) and the cones, which skip cells
+(:mod:`cellcube.models.cones`). Each is compared with the readable rule at weights drawn with
+``gain=1`` (:func:`benchmarks.bench_cube.make_cube`), where the part of every output that depends
+on its own input (:func:`benchmarks.bench_cube.input_signal`) is of order 1, and the error is
+measured relative to that part: a path that mixed up rows, or scaled its input, would be off by
+about 1 where float rounding is about 1e-6. The benchmark's FLOP and memory accounting is checked
+against torch's own counters.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
-
-from cellcube.config import CubeConfig
-from cellcube.models.cube import CellRule, Cube, gather_flat, gather_neighbours, neighbour_index
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_cube import (
+from benchmarks.bench_cube import (
     activation_bytes,
     cube_config,
     forward_flops,
+    input_signal,
     make_cube,
     peak_train_memory,
+    signal_error,
     updated_cells,
 )
+from torch.utils.flop_counter import FlopCounterMode
+
+from cellcube.config import CubeConfig
+from cellcube.models import kernels
+from cellcube.models.cube import Cube
+from cellcube.models.lattice import neighbour_index
+
+SMALL = {"lattice": (3, 2, 4), "channels": 4, "hidden": 8, "steps": 3}
+CPU = torch.device("cpu")
+TOLERANCE = 1e-5  # of the input-dependent part of each row; float rounding is about 1e-7
 
 
-def _textbook(rule: CellRule, x: torch.Tensor) -> torch.Tensor:
-    """The rule as first written: K-way concatenation, three separate linear layers."""
-    h = gather_neighbours(x, rule.offsets, rule.boundary)
-    dx = rule.stencil(h) + rule.update(F.gelu(rule.perceive(h)))
-    return x + dx * (rule.fire_rate if not rule.training else 1.0)
+def _cube(cones: bool = True, **overrides) -> Cube:
+    cfg = CubeConfig(**{**SMALL, **overrides})
+    return make_cube(cfg, CPU, cones=cones, gain=1.0, dim=24).eval()
 
 
-def _rule(neighbourhood: int, boundary: str, fire_rate: float = 1.0) -> CellRule:
-    torch.manual_seed(0)
-    rule = CellRule(5, 12, neighbourhood, boundary, fire_rate)
-    with torch.no_grad():
-        for p in rule.parameters():
-            p.copy_(0.3 * torch.randn_like(p))
-    return rule
+def _fast(cube: Cube, steps: int | None = None):
+    """``cube`` through the in-place kernels: inference, no autograd."""
+
+    def run(e: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return cube(e, steps=steps).clone()
+
+    return run
 
 
-@pytest.mark.parametrize("neighbourhood", [6, 26])
-@pytest.mark.parametrize("boundary", ["zero", "periodic"])
-def test_one_gather_equals_pad_slice_concatenate(neighbourhood, boundary):
-    x = torch.randn(3, 4, 2, 5, 6)
-    offsets = _rule(neighbourhood, boundary).offsets
-    index = neighbour_index((4, 2, 5), tuple(offsets), boundary, x.device, batch=3)
-    assert index.shape == (3 * 4 * 2 * 5 * len(offsets),)
-    want = gather_neighbours(x, offsets, boundary).reshape(3 * 40, -1)
-    assert torch.equal(gather_flat(x, index, len(offsets)), want)
+def _readable(cube: Cube, steps: int | None = None):
+    """``cube`` through the readable rule (autograd on, as in training)."""
+    return lambda e: cube(e, steps=steps).detach()
 
 
-@pytest.mark.parametrize("neighbourhood", [6, 26])
-@pytest.mark.parametrize("boundary", ["zero", "periodic"])
-def test_fused_rule_equals_textbook_rule_values_and_gradients(neighbourhood, boundary):
-    fast, slow = _rule(neighbourhood, boundary), _rule(neighbourhood, boundary)
-    x = torch.randn(2, 3, 4, 5, 5, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    out_fast, out_slow = fast(x), _textbook(slow, x2)
-    torch.testing.assert_close(out_fast, out_slow, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(out_fast)
-    out_fast.backward(g)
-    out_slow.backward(g)
-    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
-    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5, msg=name)
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm())
 
 
-def test_expected_update_at_inference_with_fire_rate():
-    fast, slow = _rule(6, "zero", 0.5).eval(), _rule(6, "zero", 0.5).eval()
-    x = torch.randn(2, 3, 3, 3, 5)
-    torch.testing.assert_close(fast(x), _textbook(slow, x), rtol=1e-5, atol=1e-5)
-    fast.train()
-    torch.manual_seed(3)  # stochastic firing: every cell either keeps its state or updates fully
-    out = fast(x)
-    updated = _textbook(slow.train(), x)
-    kept = (out - x).abs().amax(-1) == 0
-    assert 0 < kept.float().mean() < 1
-    torch.testing.assert_close(out[~kept], updated[~kept], rtol=1e-5, atol=1e-5)
+CONFIGS = [
+    pytest.param({}, id="faces-cones"),
+    pytest.param({"steps": 5}, id="faces-cones-5-steps"),
+    pytest.param({"neighbourhood": 26}, id="26-neighbours"),
+    pytest.param({"boundary": "periodic"}, id="periodic"),
+    pytest.param({"reshaper": "learned", "fire_rate": 0.5}, id="learned-expected-update"),
+    pytest.param({"reshaper": "plain", "lattice": (2, 3, 2), "channels": 2}, id="plain"),
+]
+
+
+@pytest.mark.parametrize("overrides", CONFIGS)
+@pytest.mark.parametrize("rows", [10, 48, 4096])
+def test_in_place_kernels_equal_the_readable_rule(monkeypatch, overrides, rows):
+    """Whether a block splits an embedding (10 cells), spans several (48) or holds the whole
+    batch, every row equals the readable rule to 1e-5 of what depends on its input."""
+    monkeypatch.setattr(kernels, "CHUNK_ROWS", rows)
+    cube = _cube(**overrides)
+    e = torch.randn(5, 24)
+    want, signal = _readable(cube)(e), input_signal(_readable(cube), e)
+    assert signal.norm(dim=-1).min() > 0.05  # every row's input really drives its output
+    assert signal_error(_fast(cube)(e), want, signal).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("overrides", CONFIGS[:2] + CONFIGS[4:5])
+def test_in_place_kernels_keep_rows_apart(overrides):
+    """Permuting the batch permutes the outputs; changing one row's input changes only it."""
+    fast = _fast(_cube(**overrides))
+    e = torch.randn(6, 24)
+    out, signal = fast(e), input_signal(fast, e)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    assert signal_error(fast(e[perm]), out[perm], signal[perm]).max() < TOLERANCE
+    changed = e.clone()
+    changed[2] = torch.randn(24)
+    err = signal_error(fast(changed), out, signal)
+    assert err[2] > 0.1
+    assert torch.cat([err[:2], err[3:]]).max() < TOLERANCE
+
+
+def _assert_same_gradients(full: Cube, cone: Cube) -> None:
+    for (name, a), b in zip(full.named_parameters(), cone.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name  # the same parameters take part
+        if a.grad is None or a.grad.norm() == 0:  # the rule / input face at 0 steps
+            assert b.grad is None or b.grad.norm() == 0, name
+        else:
+            assert _relative(b.grad, a.grad) < TOLERANCE, name
+
+
+@pytest.mark.parametrize("steps", [3, 5])
+def test_cones_skip_cells_without_changing_values_or_gradients(steps):
+    """faces reshaper, zero walls: layers that cannot reach the output face in the steps left,
+    and those above the signal front, are skipped or computed once; outputs and every gradient
+    equal those of updating every cell."""
+    full, cone = _cube(cones=False).train(), _cube().train()
+    e = torch.randn(5, 24)
+    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
+    signal = input_signal(_readable(full, steps), e)
+    assert signal_error(out_cone, out_full, signal).max() < TOLERANCE
+    out_full.square().sum().backward()
+    out_cone.square().sum().backward()
+    _assert_same_gradients(full, cone)
+    with FlopCounterMode(display=False) as counted:
+        cone(e, steps=steps)
+    assert counted.get_total_flops() == forward_flops(CubeConfig(**SMALL), 5, steps, dim=24)
+
+
+def test_update_plan_counts_the_cells_the_cones_leave():
+    """Per embedding, the layers between the signal front (2, 3 ... high) and the light cone
+    (cutting from below: ..., 2, 1 in the last steps); once for the batch, the empty layers above
+    the front (2, 1). With fewer than Z-1 steps the input cannot reach the output: every cell is
+    updated."""
+    cfg = CubeConfig(**SMALL)
+    for steps, per_embedding, shared in ((3, 1 + 1 + 1, 2 + 1), (5, 2 + 3 + 3 + 2 + 1, 2 + 1)):
+        assert updated_cells(cfg, steps, 5) == 6 * (5 * per_embedding + shared)
+    assert updated_cells(cfg, 2, 5) == updated_cells(cfg, 2, 5, cones=False) == 5 * 24 * 2
+    assert _cube().plan(2) == _cube(cones=False).plan(2)
+
+
+@pytest.mark.parametrize("steps", [0, 4, 7])
+def test_cones_with_26_neighbours_and_checkpointing_equal_the_full_update(steps):
+    full = _cube(cones=False, lattice=(3, 2, 5), steps=4, neighbourhood=26).train()
+    cone = _cube(lattice=(3, 2, 5), steps=4, neighbourhood=26, checkpointing=True).train()
+    e = torch.randn(3, 24)
+    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
+    if steps:
+        signal = input_signal(_readable(full, steps), e)
+        assert signal_error(out_cone, out_full, signal).max() < TOLERANCE
+    else:  # the lattice is skipped: e plus the read-out of the empty output face
+        assert torch.equal(out_cone, out_full)
+    out_full.square().sum().backward()
+    out_cone.square().sum().backward()
+    _assert_same_gradients(full, cone)
+
+
+def test_in_place_steps_take_turns_between_two_buffers():
+    """Given a workspace, successive in-place steps write into its two buffers in turn (no new
+    lattice per step) and compute the readable rule's states."""
+    rule = _cube(reshaper="learned").rule
+    x = torch.randn(2, 3, 2, 4, 4)
+    workspace = torch.empty(2 * 24 + 1, 4), torch.empty(2 * 24 + 1, 4)
+    want = rule(rule(x)).detach()
+    with torch.inference_mode():
+        weights = (*rule.fused_weights(), rule.perceive.weight, rule.perceive.bias)
+        index = rule.index(x)
+        x1 = kernels.step_in_place(x, index, weights, workspace=workspace)
+        x2 = kernels.step_in_place(x1, index, weights, workspace=workspace)
+    assert x1.data_ptr() == workspace[1].data_ptr()
+    assert x2.data_ptr() == workspace[0].data_ptr()
+    assert _relative(x2 - x, want - x) < TOLERANCE
+    with torch.inference_mode(), pytest.raises(ValueError, match="49 rows needed"):
+        kernels.step_in_place(x, index, weights, workspace=(torch.empty(48, 4),) * 2)
 
 
 def test_parameters_and_checkpoint_keys_unchanged():
@@ -117,7 +202,7 @@ def test_counted_flops_are_the_multiply_adds_torch_performs():
     """forward_flops equals torch's own FLOP counter; a training step counts 3x the forward
     except the input gradient of the first projection, which nothing needs."""
     cfg = cube_config((3, 4, 5), 4, 8)
-    cube = make_cube(cfg, torch.device("cpu"))
+    cube = make_cube(cfg, CPU)
     e = torch.randn(6, 384)
     with FlopCounterMode(display=False) as fwd:
         cube(e, steps=6)
@@ -131,6 +216,7 @@ def test_counted_flops_are_the_multiply_adds_torch_performs():
     assert train.get_total_flops() == 3 * forward_flops(cfg, 6, 6) - face_in - shared_in
 
 
+@pytest.mark.slow
 def test_checkpointing_flattens_the_memory_of_a_training_step():
     """Without checkpointing each step keeps the gathered neighbourhood and the hidden layer
     before and after the GELU (the measured slope equals that count); with it, one lattice per
@@ -138,9 +224,9 @@ def test_checkpointing_flattens_the_memory_of_a_training_step():
     same."""
     cfg = cube_config((4, 4, 6), 4, 16).model_copy(update={"reshaper": "learned"})
     q = torch.randn(8, 384)
-    cube = make_cube(cfg, torch.device("cpu"))
+    cube = make_cube(cfg, CPU)
     plain = {s: peak_train_memory(cube, q, s) for s in (6, 12)}
-    ckpt_cube = make_cube(cfg.model_copy(update={"checkpointing": True}), torch.device("cpu"))
+    ckpt_cube = make_cube(cfg.model_copy(update={"checkpointing": True}), CPU)
     ckpt = {s: peak_train_memory(ckpt_cube, q, s) for s in (6, 12)}
     per_step = activation_bytes(cfg, 8, 12) - activation_bytes(cfg, 8, 11)
     assert per_step == 4 * 8 * 96 * (7 * 4 + 16 + 16)
@@ -150,86 +236,3 @@ def test_checkpointing_flattens_the_memory_of_a_training_step():
     lattice_bytes = 4 * 8 * 96 * 4
     assert slope_ckpt <= 1.5 * lattice_bytes
     assert slope_ckpt < slope_plain / 8
-
-
-def _assert_same_outputs_and_gradients(full: Cube, cone: Cube, e: torch.Tensor, steps: int) -> None:
-    """``cone`` computes what ``full`` does: outputs, and a gradient for the same parameters."""
-    out_full, out_cone = full(e, steps=steps), cone(e, steps=steps)
-    torch.testing.assert_close(out_cone, out_full, rtol=1e-5, atol=1e-6)
-    out_full.square().sum().backward()
-    out_cone.square().sum().backward()
-    for (name, a), b in zip(full.named_parameters(), cone.parameters(), strict=True):
-        assert (b.grad is None) == (a.grad is None), name  # the same parameters take part
-        if a.grad is not None:
-            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
-
-
-@pytest.mark.parametrize("steps", [2, 3, 5])
-def test_light_cone_skips_cells_without_changing_values_or_gradients(steps):
-    """faces reshaper, zero walls: layers that cannot reach the output face in the steps left are
-    skipped; outputs and every gradient equal the full update of all cells."""
-    cfg = CubeConfig(lattice=(3, 2, 4), channels=4, hidden=8, steps=3)
-    full, cone = make_cube(cfg, torch.device("cpu")), make_cube(cfg, torch.device("cpu"))
-    full.light_cone = False
-    e = torch.randn(5, 384)
-    _assert_same_outputs_and_gradients(full, cone, e, steps)
-    # layers updated per embedding (signal front: 2, 3, 4, ... high; light cone: 4, ..., 2, 1
-    # in the last steps) and once for the batch (empty layers above the front, 2, 1, ...)
-    per_embedding = {2: 0, 3: 1 + 1 + 1, 5: 2 + 3 + 3 + 2 + 1}[steps]
-    shared = {2: 2 + 1, 3: 2 + 1, 5: 2 + 1}[steps]
-    assert updated_cells(cfg, steps, 5) == 6 * (5 * per_embedding + shared)
-    assert updated_cells(cfg.model_copy(update={"reshaper": "learned"}), steps, 5) == 5 * 24 * steps
-    with FlopCounterMode(display=False) as counted:
-        cone(e, steps=steps)
-    assert counted.get_total_flops() == forward_flops(cfg, 5, steps)
-
-
-@pytest.mark.parametrize("steps", [0, 4, 7])
-def test_cones_with_26_neighbours_and_checkpointing_equal_the_full_update(steps):
-    """The signal front and light cone under the 26-neighbourhood and activation checkpointing:
-    same outputs and gradients as updating every cell (no cones, no checkpointing)."""
-    cfg = CubeConfig(lattice=(3, 2, 5), channels=4, hidden=8, steps=4, neighbourhood=26)
-    full = make_cube(cfg, torch.device("cpu"), cones=False)
-    cone = make_cube(cfg.model_copy(update={"checkpointing": True}), torch.device("cpu"))
-    e = torch.randn(3, 384)
-    _assert_same_outputs_and_gradients(full, cone, e, steps)
-    assert cone.reshaper.proj_in.weight.grad is not None  # zero at 0 steps, as in the full
-
-
-@pytest.mark.parametrize("rows", [10, 48, 4096])
-def test_in_place_inference_equals_the_differentiable_path(monkeypatch, rows):
-    """Without autograd, blocks are gathered and updated in place in reused buffers: same values
-    as the differentiable path updating every cell, whether a block splits an embedding (10
-    cells), spans several (48) or holds the whole batch; with the signal front's shared top
-    piece, the light cone and the expected update of ``fire_rate < 1`` folded into the weights."""
-    import cellcube.models.cube as cube_mod
-
-    cfg = CubeConfig(lattice=(3, 2, 4), channels=4, hidden=8, steps=3, fire_rate=0.5)
-    full = make_cube(cfg, torch.device("cpu"), cones=False).eval()
-    cone = make_cube(cfg, torch.device("cpu")).eval()
-    e = torch.randn(5, 384)
-    want = full(e, steps=5)
-    assert want.requires_grad  # the differentiable path
-    monkeypatch.setattr(cube_mod, "CHUNK_ROWS", rows)
-    with torch.inference_mode():
-        got = cone(e, steps=5)
-        got_full = full(e, steps=5)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(got_full, want, rtol=1e-5, atol=1e-6)
-
-
-def test_in_place_steps_take_turns_between_two_buffers():
-    """Given a workspace, successive in-place steps write into its two buffers in turn (no new
-    lattice per step) and compute the same states as the textbook rule."""
-    rule = _rule(6, "zero").eval()
-    x = torch.randn(2, 3, 2, 4, 5)
-    workspace = torch.empty(2 * 24 + 1, 5), torch.empty(2 * 24 + 1, 5)
-    with torch.inference_mode():
-        weights, index = rule.fused_weights(), rule.index(x)
-        x1 = rule.step(x, index, *weights, workspace=workspace)
-        x2 = rule.step(x1, index, *weights, workspace=workspace)
-    assert x1.data_ptr() == workspace[1].data_ptr()
-    assert x2.data_ptr() == workspace[0].data_ptr()
-    torch.testing.assert_close(x2, _textbook(rule, _textbook(rule, x)), rtol=1e-5, atol=1e-5)
-    with torch.inference_mode(), pytest.raises(ValueError, match="49 rows needed"):
-        rule.step(x, index, *weights, workspace=(torch.empty(48, 5), torch.empty(48, 5)))

@@ -27,15 +27,15 @@ from cellcube.cli.main import main
 from cellcube.data.pairs import load_builtin
 from cellcube.errors import ConfigError, DataError
 from cellcube.train import distributed
-from cellcube.train.fit import EpochSeededSampler
+from cellcube.train.checkpoints import load_checkpoint
+from cellcube.train.datamodule import EpochSeededSampler
 
 pytestmark = pytest.mark.slow
 
-TIMEOUT_S = 300
-
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc_per_node=2 ARGS`` (a free port; killed after a timeout)."""
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` (a free port; killed if pytest-timeout
+    stops the test)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return subprocess.run(
@@ -44,7 +44,6 @@ def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT_S,
         check=False,
     )
 
@@ -121,85 +120,17 @@ def test_nccl_without_cuda_is_a_config_error() -> None:
 
 # --- gradients: gathered DDP step == single-process step on the global batch ------------------
 
-GRAD_SCRIPT = r"""
-import copy, json, sys
-import torch, torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from cellcube.train import distributed
-from cellcube.config import LossConfig
-from cellcube.errors import CellcubeError, DataError
-from cellcube.objectives.losses import build_loss
-
-store, out_path, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
-dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-world = dist.get_world_size()
-torch.manual_seed(0)
-B, D, K = 8, 6, 3
-q, a = torch.randn(B, D), torch.randn(B, D)
-ids = torch.tensor([0, 1, 2, 0, 3, 4, 5, 1])          # duplicate answers 0 and 1
-neg, neg_ids = torch.randn(B, K, D), torch.randint(0, 8, (B, K))
-weights = torch.tensor([1.0, 1, 0, 1, 1, 0, 1, 1])    # curriculum-style row weights
-loss = build_loss(LossConfig(infonce=1, cosine=1, mse=1, triplet=1, diversity=1))
-base = torch.nn.Linear(D, D)
-
-def grads(model):
-    return torch.cat([p.grad.flatten() for p in model.parameters()])
-
-ref = copy.deepcopy(base)                              # one process, the whole batch
-loss(ref(q), a, ids, neg, neg_ids, weights)[0].backward()
-
-b = B // world
-mine = torch.arange(B)[rank * b:(rank + 1) * b]
-ours = copy.deepcopy(base)                             # DDP + distributed.gather_batch
-ddp_ours = DDP(ours)                                   # (the wrapper must outlive backward)
-pred, ga, gids, rows = distributed.gather_batch(ddp_ours(q[mine]), a[mine], ids[mine], mine)
-loss(pred, ga, gids, neg[rows], neg_ids[rows], weights[rows])[0].backward()
-
-local = copy.deepcopy(base)                            # DDP, each rank's own rows only
-ddp_local = DDP(local)
-loss(ddp_local(q[mine]), a[mine], ids[mine], neg[mine], neg_ids[mine], weights[mine])[0].backward()
-
-naive = copy.deepcopy(base)                            # gathered, but own rows' gradient not summed
-ddp_naive = DDP(naive)
-p = ddp_naive(q[mine])
-parts = [torch.empty_like(p) for _ in range(world)]
-dist.all_gather(parts, p.detach())
-parts[rank] = p
-loss(torch.cat(parts), a, ids, neg, neg_ids, weights)[0].backward()
-
-def fail():
-    raise DataError("pairs.jsonl:7: field 'answer' is empty")
-
-try:                                                   # a rank-0 error reaches every rank
-    distributed.on_rank_zero(fail)
-    outcome = "no error"
-except CellcubeError as exc:
-    outcome = f"{type(exc).__name__}: {exc}"
-shared = distributed.on_rank_zero(lambda: {"from rank": rank})
-seen = [None] * world
-dist.all_gather_object(seen, [outcome, shared])
-
-if rank == 0:
-    r = grads(ref)
-    out = {name: (grads(m) - r).abs().max().item() for name, m in
-           [("gathered", ours), ("local", local), ("naive", naive)]}
-    out["naive_times_world"] = (grads(naive) * world - r).abs().max().item()
-    out["ref_max"] = r.abs().max().item()
-    out["on_rank_zero"] = seen
-    json.dump(out, open(out_path, "w"))
-dist.destroy_process_group()
-"""
+WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def test_two_process_gathered_gradient_equals_the_single_process_gradient(tmp_path) -> None:
-    """Two gloo processes started directly (no torchrun launcher: one torch import less); they
-    also check :func:`cellcube.train.distributed.on_rank_zero`."""
-    script = tmp_path / "grad_check.py"
-    script.write_text(GRAD_SCRIPT)
+    """Two gloo processes started directly (no torchrun launcher: one torch import less), each
+    running ``tests/ddp_worker.py``; they also check
+    :func:`cellcube.train.distributed.on_rank_zero`."""
     result = tmp_path / "grad.json"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "store"), str(result), str(rank)],
+            [sys.executable, str(WORKER), str(tmp_path / "store"), str(result), str(rank)],
             cwd=tmp_path,
             stderr=subprocess.PIPE,
             text=True,
@@ -207,7 +138,7 @@ def test_two_process_gathered_gradient_equals_the_single_process_gradient(tmp_pa
         for rank in (0, 1)
     ]
     try:
-        errors = [p.communicate(timeout=TIMEOUT_S)[1] for p in procs]
+        errors = [p.communicate()[1] for p in procs]  # pytest-timeout bounds the wait
     finally:
         for p in procs:
             if p.poll() is None:
@@ -222,9 +153,10 @@ def test_two_process_gathered_gradient_equals_the_single_process_gradient(tmp_pa
     assert diff["naive_times_world"] < 1e-5
     # on_rank_zero: rank 0's result on every rank; its error raised everywhere (quiet elsewhere)
     err = "pairs.jsonl:7: field 'answer' is empty"
-    assert diff["on_rank_zero"] == [
-        [f"DataError: {err}", {"from rank": 0}],
-        [f"PeerFailed: rank 0 failed (DataError): {err}", {"from rank": 0}],
+    rows = list(range(8))  # the gathered row indices: the global batch, in rank order
+    assert diff["seen"] == [
+        [f"DataError: {err}", {"from rank": 0}, rows],
+        [f"PeerFailed: rank 0 failed (DataError): {err}", {"from rank": 0}, rows],
     ]
 
 
@@ -270,11 +202,7 @@ def ddp_and_single(
 
 
 def _weights(run: Path, which: str) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(
-        run / "models" / "cube" / "checkpoints" / f"{which}.ckpt",
-        map_location="cpu",
-        weights_only=False,
-    )
+    ckpt = load_checkpoint(run / "models" / "cube" / "checkpoints" / f"{which}.ckpt")
     return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
@@ -292,7 +220,7 @@ def test_two_processes_train_the_same_weights_as_one(ddp_and_single) -> None:
             torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-5, msg=key)
     # the weights did move: the comparison is not between two untrained models
     last = ddp / "models" / "cube" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(last)
     assert ckpt["global_step"] == 3 * (len(_pairs(ddp, "train")) // 16)  # 3 epochs of full batches
 
 

@@ -9,16 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellcube.data.expand import (
-    ExpandOptions,
-    complexity,
-    expand_pairs,
-    length_factor,
-    quality_scores,
-    template_variants,
-)
-from cellcube.data.pairs import QAPair, load_builtin, split_dataset, split_pairs
-from cellcube.data.readers import import_path
+from cellcube.config import DataConfig
+from cellcube.data import QAPair, load_builtin, read_path, split_dataset, split_pairs
+from cellcube.data.expand import ExpandOptions, complexity, expand_pairs, template_variants
+from cellcube.data.quality import length_factor, quality_scores
 from cellcube.embed.cache import EmbeddingCache, embed_texts
 from cellcube.embed.teachers import TeacherSpec, load_teacher
 from cellcube.errors import DataError
@@ -174,13 +168,13 @@ def test_no_leakage_variants_follow_their_source_and_test_is_original_only(
     tmp_path: Path, tech_pairs, expanded
 ) -> None:
     records, _ = expanded
-    pairs, _ = import_path(_write_records(tmp_path / "exp.jsonl", records))
+    pairs, _ = read_path(_write_records(tmp_path / "exp.jsonl", records))
     assert sum(p.variant_of is not None for p in pairs) == sum(
         r["variant_of"] is not None for r in records
     )
     for seed in range(5):
-        split, dropped = split_dataset(pairs, seed=seed)
-        alone = split_pairs(tech_pairs, seed=seed)
+        split, dropped = split_dataset(pairs, DataConfig(), seed)
+        alone = split_pairs(tech_pairs, DataConfig(), seed)
         # the held-out splits are exactly those of the original data, original pairs only
         texts = lambda ps: [(p.question, p.answer) for p in ps]  # noqa: E731
         assert texts(split.test) == texts(alone.test) and texts(split.val) == texts(alone.val)
@@ -208,16 +202,16 @@ def test_pinned_splits(tmp_path: Path) -> None:
         {"question": "q1 again?", "answer": "a1", "variant_of": "q1"},
         {"question": "q2", "answer": "a2", "split": "test"},
     ]
-    pairs, _ = import_path(_write_records(tmp_path / "p.jsonl", recs))
-    split, dropped = split_dataset(pairs, seed=0)
+    pairs, _ = read_path(_write_records(tmp_path / "p.jsonl", recs))
+    split, dropped = split_dataset(pairs, DataConfig(), 0)
     assert [p.question for p in split.train] == ["q0", "q0 again?"]  # the variant's pin is ignored
     assert ([p.question for p in split.val], [p.question for p in split.test]) == (["q1"], ["q2"])
     assert dropped == 1
     del recs[2]["split"]
-    pairs, _ = import_path(_write_records(tmp_path / "p.jsonl", recs))
+    pairs, _ = read_path(_write_records(tmp_path / "p.jsonl", recs))
     with pytest.raises(DataError, match=r"^p\.jsonl:3: no 'split' but other pairs pin theirs"):
-        split_dataset(pairs, seed=0)
+        split_dataset(pairs, DataConfig(), 0)
     recs[2]["split"] = "train"
-    pairs, _ = import_path(_write_records(tmp_path / "p.jsonl", recs))
+    pairs, _ = read_path(_write_records(tmp_path / "p.jsonl", recs))
     with pytest.raises(DataError, match="leave 'val' empty"):
-        split_dataset(pairs, seed=0)
+        split_dataset(pairs, DataConfig(), 0)

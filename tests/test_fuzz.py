@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import _reliability
-from cellcube.config import Config, dump_config, load_config
-from cellcube.data.pairs import QAPair, load_pairs
+from cellcube.config import Config, DataConfig, dump_config, load_config
+from cellcube.data import QAPair, read_path
 from cellcube.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.fuzz
@@ -86,11 +86,20 @@ def _load(directory: Path, name: str, content: bytes) -> None:
     path = directory / name
     path.write_bytes(content)
     try:
-        pairs = load_pairs(path)
+        pairs, _ = read_path(path)
     except DataError as exc:
         _check_error(exc, path)
     else:
         _check_pairs(pairs)
+    try:  # skip mode: every malformed record is skipped, never raised
+        pairs, report = read_path(path, DataConfig(skip_invalid=True))
+    except DataError as exc:
+        _check_error(exc, path)
+        assert "no question/answer pairs found" in str(exc) or "unsupported" in str(exc), exc
+    else:
+        _check_pairs(pairs)
+        for skip in report.skipped:
+            assert "\n" not in skip.message and skip.message.startswith(skip.where), skip
 
 
 json_scalars = st.one_of(
@@ -191,14 +200,14 @@ def test_data_loaders_survive_hostile_files() -> None:
         (b'{"question": "\\ud83d", "answer": "a"}\n', "field 'question'"),
         (b'{"question": "q", "answer": NaN}\n', "field 'answer' must be a string, got float"),
         (b"[" * 100_000 + b"\n", "nested too deeply"),
-        (b'{"question": "q", "answer": "a"}\n\xff\n', "invalid UTF-8 at line 2"),
+        (b'{"question": "q", "answer": "a"}\n\xff\n', ":2: invalid UTF-8"),
     ],
 )
 def test_jsonl_adversarial_cases_are_named(tmp_path: Path, content: bytes, fragment: str) -> None:
     path = tmp_path / "d.jsonl"
     path.write_bytes(content)
     with pytest.raises(DataError) as info:
-        load_pairs(path)
+        read_path(path)
     _check_error(info.value, path)
     assert fragment in str(info.value), str(info.value)
     assert f"{path}:" in str(info.value)
@@ -206,7 +215,7 @@ def test_jsonl_adversarial_cases_are_named(tmp_path: Path, content: bytes, fragm
 
 def test_data_path_with_nul_byte_is_a_data_error() -> None:
     with pytest.raises(DataError, match="invalid"):
-        load_pairs("bad\x00name.jsonl")
+        read_path("bad\x00name.jsonl")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from cellcube.data.pairs import QAPair
-from cellcube.data.readers import fold_context, import_path
+from cellcube.config import DataConfig
+from cellcube.data import QAPair, fold_context, read_path
+from cellcube.data.readers import ImportReport
 from cellcube.errors import DataError
+
+
+def import_path(path: Path, **data: object) -> tuple[list[QAPair], ImportReport]:
+    """The reader stack with these ``data.*`` settings."""
+    return read_path(path, DataConfig(**data))
 
 
 def _write(path: Path, text: str | bytes) -> Path:
@@ -260,6 +266,19 @@ def test_no_pairs_is_an_error_in_both_modes(tmp_path: Path) -> None:
     empty.mkdir()
     assert _error(empty).startswith(f"{empty}: no data files in directory")
     assert "unsupported data file type '.txt'" in _error(_write(tmp_path / "x.txt", "hi"))
+
+
+def test_quality_is_read_as_a_number_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "d.jsonl",
+        '{"question": "q", "answer": "a", "quality": 0.5}\n'
+        '{"question": "q2", "answer": "a2", "quality": "high"}\n',
+    )
+    assert _error(path) == f"{path}:2: field 'quality' must be a finite number, got 'high'"
+    pairs, report = import_path(path, skip_invalid=True)
+    assert [p.quality for p in pairs] == [0.5] and report.skip_counts == {"wrong type": 1}
+    csv_path = _write(tmp_path / "d.csv", "question,answer,quality\nq,a,0.25\nq2,a2,\n")
+    assert [p.quality for p in import_path(csv_path)[0]] == [0.25, None]
 
 
 def test_skip_mode_loses_nothing_silently(tmp_path: Path) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cellcube.cli.main import main
-from cellcube.data.inspect import inspect_pairs, read_qualities, write_inspection
-from cellcube.data.pairs import QAPair
+from cellcube.data import QAPair
+from cellcube.data.inspect import inspect_pairs, write_inspection
 
 # Texts on hand-placed unit vectors: each question points at its own answer, except q3, which
 # points at a1 (so its true answer a3 ranks 2nd), and q4, a near-duplicate of q0.
@@ -67,7 +68,8 @@ def test_inspect_counts_duplicates_and_identity_baseline() -> None:
 
 
 def test_write_inspection_plots_and_summary(tmp_path: Path) -> None:
-    s = inspect_pairs(PAIRS, fixed_embed, qualities=[0.1, 0.2, 0.3, 0.4, 0.5])
+    rated = [replace(p, quality=q) for p, q in zip(PAIRS, [0.1, 0.2, 0.3, 0.4, 0.5], strict=True)]
+    s = inspect_pairs(rated, fixed_embed)
     written = write_inspection(s, tmp_path / "out", "demo")
     assert sorted(p.name for p in written) == [
         "domains.png",
@@ -87,13 +89,12 @@ def test_write_inspection_plots_and_summary(tmp_path: Path) -> None:
     assert not list((tmp_path / "out").glob(".*.tmp"))
 
 
-def test_read_qualities(tmp_path: Path) -> None:
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"quality": 0.5}\n\n{"quality": 1}\n')
-    assert read_qualities(path, 2) == [0.5, 1.0]
-    assert read_qualities(path, 3) is None
-    path.write_text('{"quality": 0.5}\n{"quality": "high"}\n')
-    assert read_qualities(path, 2) is None
+def test_file_qualities_are_used_only_when_every_pair_has_one() -> None:
+    rated = [replace(p, quality=0.5) for p in PAIRS]
+    source = inspect_pairs(rated, fixed_embed)["quality"]["source"]
+    assert source == "from the file's 'quality' field"
+    rated[2] = PAIRS[2]
+    assert inspect_pairs(rated, fixed_embed)["quality"]["source"] == "computed by the teacher"
 
 
 def test_data_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

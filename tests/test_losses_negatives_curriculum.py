@@ -1,4 +1,5 @@
-"""The hard-negative miner and the curriculum, by hand; both inside a real Lightning fit."""
+"""The hard-negative miner, the curriculum and the objective that combines them, by hand; all of
+them inside a real Lightning fit."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import torch
 from cellcube.config import load_config
 from cellcube.models.baselines import build_model
 from cellcube.objectives.curriculum import competence, curriculum_weights, teacher_difficulty
+from cellcube.objectives.losses import build_loss
+from cellcube.objectives.multiteacher import TeacherView
 from cellcube.objectives.negatives import NegativeMiner
-from cellcube.train.fit import fit, load_checkpoint
+from cellcube.objectives.objective import Objective
+from cellcube.train.checkpoints import load_checkpoint
+from cellcube.train.fit import fit
 from test_pipeline import TINY, _toy_splits
 
 T = torch.tensor
@@ -75,24 +80,69 @@ def test_competence_schedule_moves_from_easy_to_all():
     assert curriculum_weights(d, 10, 10, 0.2).tolist() == [1.0, 1.0, 1.0]
 
 
+NEGATIVES_AND_CURRICULUM = [
+    "loss.triplet=1",
+    "loss.diversity=1",
+    "loss.hard_negatives=3",
+    "loss.random_negatives=2",
+    "loss.refresh_every=2",
+    "loss.curriculum=true",
+    "loss.curriculum_epochs=2",
+]
+
+
+def test_objective_is_the_configured_loss_with_its_negatives_and_curriculum_weights():
+    cfg = load_config(None, [*TINY, *NEGATIVES_AND_CURRICULUM])
+    train, _ = _toy_splits()
+    objective = Objective(cfg, train)
+    objective.refresh_negatives(torch.nn.Identity(), epoch=0)
+    rows = torch.tensor([5, 0, 17, 42, 3, 88])
+    pred = train.q[rows] + 0.1
+    total, terms, stats = objective(pred, train.a[rows], train.answer_ids[rows], rows, 1, 4)
+    # by hand: the miner's ids for these rows, the curriculum's weights at epoch 1
+    miner = objective.negatives
+    ids = miner.sample(rows, 1, 4)
+    weights = curriculum_weights(objective.difficulty[rows], 1, 2, cfg.loss.curriculum_start)
+    want, want_terms = build_loss(cfg.loss)(
+        pred, train.a[rows], train.answer_ids[rows], miner.bank[ids], ids, weights
+    )
+    assert total.item() == pytest.approx(want.item(), abs=1e-6) and total.item() > 0
+    assert set(terms) == set(want_terms) == {"infonce", "cosine", "triplet", "diversity"}
+    assert stats["curriculum_fraction"].item() == pytest.approx(weights.mean().item())
+    assert 0 < weights.sum() < len(rows)  # the curriculum does leave some rows out
+    # mined by the model's predictions (here the questions themselves), never the own answer
+    assert miner.mined_at.item() == 0 and not (miner.mined == train.answer_ids[:, None]).any()
+    sims = torch.nn.functional.normalize(train.q, dim=-1) @ miner.bank.T
+    sims[torch.arange(len(train)), train.answer_ids] = -torch.inf
+    assert torch.equal(miner.mined, sims.topk(3, dim=1).indices)
+
+
+def test_objective_with_another_teacher_weights_each_teachers_loss():
+    cfg = load_config(None, TINY)
+    train, _ = _toy_splits()
+    w = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    train.views["other"] = TeacherView(train.q @ w, train.a @ w, train.candidates @ w)
+    objective = Objective(cfg, train)
+    assert objective.labels == [cfg.teacher.label, "other"]
+    assert list(objective.heads) == ["other"]
+    rows = torch.arange(10)
+    total, terms, stats = objective(
+        train.q[rows], train.a[rows], train.answer_ids[rows], rows, 0, 0
+    )
+    shares = [terms[f"loss_{label}"] for label in objective.labels]
+    assert total.item() == pytest.approx(sum(s.item() for s in shares), abs=1e-6)
+    mean_weights = [stats[f"weight_{label}"].item() for label in objective.labels]
+    assert sum(mean_weights) == pytest.approx(1.0, abs=1e-6)
+    assert min(mean_weights) > 0
+
+
+@pytest.mark.slow
 def test_fit_with_mined_negatives_and_curriculum_is_deterministic_and_resumes_exactly(
     tmp_path: Path,
 ):
     """Mined ids are module buffers (saved in checkpoints), so a resume continues identically."""
     cfg = load_config(
-        None,
-        [
-            *TINY,
-            "train.epochs=4",
-            "train.patience=100",
-            "loss.triplet=1",
-            "loss.diversity=1",
-            "loss.hard_negatives=3",
-            "loss.random_negatives=2",
-            "loss.refresh_every=2",
-            "loss.curriculum=true",
-            "loss.curriculum_epochs=2",
-        ],
+        None, [*TINY, "train.epochs=4", "train.patience=100", *NEGATIVES_AND_CURRICULUM]
     )
     train, val = _toy_splits()
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
@@ -109,8 +159,8 @@ def test_fit_with_mined_negatives_and_curriculum_is_deterministic_and_resumes_ex
     assert resumed and resumed.items() <= val_mrr(straight).items()  # bit-identical epochs
     ref = load_checkpoint(straight / "checkpoints" / "best.ckpt")["state_dict"]
     got = load_checkpoint(interrupted / "checkpoints" / "best.ckpt")["state_dict"]
-    assert ref.keys() == got.keys() and "negatives.mined_at" in ref
+    assert ref.keys() == got.keys() and "objective.negatives.mined_at" in ref
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0)
-    mined, own = ref["negatives.mined"], train.answer_ids
+    mined, own = ref["objective.negatives.mined"], train.answer_ids
     assert mined.shape == (len(train), 3) and not (mined == own[:, None]).any()

@@ -1,4 +1,7 @@
-"""End to end on real data with the real MiniLM teacher: train, evaluate, ask, cache, resume."""
+"""End to end on real data with the real MiniLM teacher: train, evaluate, ask, cache, resume.
+
+Every test here trains real models (through the module-scoped ``trained_run`` or its own run).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,17 @@ import torch
 
 from cellcube.cli.main import main
 from cellcube.config import load_config
-from cellcube.data.pairs import load_builtin, split_pairs
+from cellcube.data import load_builtin, split_pairs
 from cellcube.embed.splits import EmbeddedSplit, embed_splits
 from cellcube.embed.teachers import Teacher
+from cellcube.eval.metrics import retrieval_metrics
 from cellcube.models.baselines import build_model
 from cellcube.run.pipeline import evaluate_run
-from cellcube.train.fit import fit, load_checkpoint
+from cellcube.run.rundir import RunDir
+from cellcube.train.checkpoints import load_checkpoint
+from cellcube.train.fit import fit
+
+pytestmark = pytest.mark.slow
 
 TINY = [
     "cube.lattice=[2,2,2]",
@@ -40,6 +48,18 @@ def qa_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _metadata_file(path: Path) -> Path:
+    """The 120 zaragoza pairs with their ``domain``, and for each a synthetic question variant
+    (``variant_of``: the original question) with the same answer."""
+    lines = []
+    for p in load_builtin("zaragoza")[:120]:
+        rec = {"question": p.question, "answer": p.answer, "domain": p.domain}
+        variant = {**rec, "question": f"Tell me: {p.question}", "variant_of": p.question}
+        lines += [json.dumps(rec) + "\n", json.dumps(variant) + "\n"]
+    path.write_text("".join(lines))
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, qa_file: Path) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("run")
@@ -47,8 +67,6 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, qa_file: Path) -> tupl
     code = main(
         [
             "train",
-            "--config",
-            "configs/default.yaml",
             "--out",
             str(root / "run"),
             "--set",
@@ -83,10 +101,7 @@ def test_identity_baseline_is_the_question_embedding(trained_run):
     """The identity row must be computed from the raw teacher embeddings of the test split."""
     run, _ = trained_run
     cfg = load_config(run / "config.yaml")
-    from cellcube.eval.metrics import retrieval_metrics
-    from cellcube.run.pipeline import read_run_pairs
-
-    test = embed_splits(cfg, read_run_pairs(run), progress=False)["test"]
+    test = embed_splits(cfg, RunDir(run).read_pairs(), progress=False)["test"]
     expected = retrieval_metrics(test.q, test.answer_ids, test.candidates)
     got = json.loads((run / "report.json").read_text())["models"]["identity"]
     assert got["mrr"] == pytest.approx(expected["mrr"])
@@ -175,9 +190,8 @@ def test_split_has_no_answer_leakage_in_a_run(trained_run):
     assert difficulty[0] == 0.0 and difficulty[-1] == 1.0
     assert all("difficulty" not in r for r in rows if r["split"] != "train")
     assert not by_split["val"] & by_split["test"]
-    assert len(rows) == len(split_pairs(load_builtin("zaragoza")[:120], seed=0).train) + len(
-        by_split["val"]
-    ) + len(by_split["test"])
+    n_train = len(split_pairs(load_builtin("zaragoza")[:120], load_config().data, seed=0).train)
+    assert len(rows) == n_train + len(by_split["val"]) + len(by_split["test"])
 
 
 def _tiny_args(out: Path, cache: Path, *extra: str) -> list[str]:
@@ -185,17 +199,34 @@ def _tiny_args(out: Path, cache: Path, *extra: str) -> list[str]:
     return ["train", "--out", str(out), *[a for s in sets for a in ("--set", s)]]
 
 
-def test_cli_resume_finishes_an_interrupted_run(tmp_path, qa_file, trained_run):
-    """A run cut off after the cube: resume keeps the cube, trains the rest, writes the report."""
+def test_cli_resume_finishes_an_interrupted_run(tmp_path, trained_run, monkeypatch):
+    """A run cut off after the cube: resume keeps the cube, trains the rest, writes the report,
+    and trains on the run's own pairs with every field (domain, variant_of) kept."""
     _, cache = trained_run
-    run = tmp_path / "run"
-    assert main(_tiny_args(run, cache, f"data.path={qa_file}", "eval.baselines=false")) == 0
-    cube_ckpt = (run / "models" / "cube" / "checkpoints" / "best.ckpt").read_bytes()
-    (run / "report.json").unlink()  # "killed" before evaluation; resume re-enables baselines
-    assert main(["train", "--resume", "--out", str(run), "--set", "eval.baselines=true"]) == 0
-    report = json.loads((run / "report.json").read_text())
+    run = RunDir(tmp_path / "run")
+    data = _metadata_file(tmp_path / "meta.jsonl")
+    assert main(_tiny_args(run.root, cache, f"data.path={data}", "eval.baselines=false")) == 0
+    cube_ckpt = run.model("cube").best.read_bytes()
+    written = run.read_pairs()
+    run.report.unlink()  # "killed" before evaluation; resume re-enables baselines
+    seen = []
+
+    def spy(cfg, split, **kw):  # type: ignore[no-untyped-def]
+        seen.append(split)
+        return embed_splits(cfg, split, **kw)
+
+    monkeypatch.setattr("cellcube.run.pipeline.embed_splits", spy)
+    assert main(["train", "--resume", "--out", str(run.root), "--set", "eval.baselines=true"]) == 0
+    report = json.loads(run.report.read_text())
     assert set(report["models"]) == MODELS
-    assert (run / "models" / "cube" / "checkpoints" / "best.ckpt").read_bytes() == cube_ckpt
+    assert run.model("cube").best.read_bytes() == cube_ckpt
+    (resumed,) = seen
+    for name in ("train", "val", "test"):
+        got, want = getattr(resumed, name), getattr(written, name)
+        assert [(p.domain, p.variant_of) for p in got] == [(p.domain, p.variant_of) for p in want]
+    pairs = [*resumed.train, *resumed.val, *resumed.test]
+    assert all(p.domain for p in pairs)
+    assert any(p.variant_of for p in resumed.train)
 
 
 def test_autoencoder_mode_maps_each_text_to_itself(tmp_path, qa_file, trained_run):
@@ -233,6 +264,6 @@ def test_train_with_a_local_transformers_teacher_in_fp16(tmp_path, qa_file, tiny
     report = json.loads((run / "report.json").read_text())
     assert report["teacher"].startswith("transformers:") and "float16" in report["teacher"]
     assert set(report["models"]) == MODELS
-    cube = torch.load(run / "models" / "cube" / "checkpoints" / "best.ckpt", weights_only=False)
+    cube = load_checkpoint(RunDir(run).model("cube").best)
     # the tiny BERT is 32-d: the cube's read-out maps its output face back to 32 dimensions
     assert cube["state_dict"]["model.reshaper.proj_out.weight"].shape[0] == 32

@@ -13,8 +13,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +21,17 @@ import torch
 
 import _reliability
 from cellcube.cli.main import main
-from cellcube.config import load_config
-from cellcube.data.pairs import load_builtin
+from cellcube.config import TeacherConfig, load_config
+from cellcube.data import load_builtin
 from cellcube.embed.cache import EmbeddingCache, embed_texts
 from cellcube.embed.splits import EmbeddedSplit
+from cellcube.embed.teachers import load_teacher
 from cellcube.errors import TeacherError, TrainingError
 from cellcube.models.baselines import build_model
-from cellcube.train.fit import fit, load_checkpoint
+from cellcube.train.checkpoints import load_checkpoint
+from cellcube.train.fit import fit
 
+# Tests that train a real model (Lightning fit or `cellcube train`, also through `ws`) are `slow`.
 pytestmark = pytest.mark.fault
 
 TINY = [
@@ -83,44 +84,27 @@ def _data(root: Path) -> list[str]:
 # Concurrent writers of one embedding cache
 # ---------------------------------------------------------------------------------------------
 
-WRITER = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from cellcube.embed.cache import EmbeddingCache, embed_texts
-    from cellcube.embed.teachers import TeacherSpec, load_teacher
-
-    model, cache_path, start, stop, go = sys.argv[1:6]
-    texts = [f"text {i} about cats and dogs" for i in range(int(start), int(stop))]
-    teacher = load_teacher(TeacherSpec(model=model, kind="transformers", batch_size=8))
-    teacher.encode(["warm up"])
-    while not Path(go).exists():
-        time.sleep(0.01)
-    with EmbeddingCache(cache_path) as cache:
-        for i in range(0, len(texts), 10):  # many small transactions, interleaved with the other
-            embed_texts(teacher, texts[i : i + 10], cache)
-    print("ok")
-    """
-)
+WRITER = Path(__file__).parent / "faultkit" / "cache_writer.py"
 
 
 def test_two_processes_fill_one_cache(tmp_path: Path, tiny_bert_dir: Path) -> None:
-    cache_path, go = tmp_path / "shared.sqlite", tmp_path / "go"
+    cache_path = tmp_path / "shared.sqlite"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     ranges = [(0, 150), (75, 225)]  # 75 texts written by both
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, *map(str, (tiny_bert_dir, cache_path, a, b, go))],
+            [sys.executable, str(WRITER), *map(str, (tiny_bert_dir, cache_path, a, b))],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for a, b in ranges
     ]
-    time.sleep(0.5)
-    go.touch()
-    results = [p.communicate(timeout=300) for p in procs]
+    for p in procs:  # both loaded and warmed up: their writes will interleave
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    results = [p.communicate("go\n") for p in procs]  # pytest-timeout bounds the wait
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
     with sqlite3.connect(cache_path) as raw:
@@ -128,9 +112,7 @@ def test_two_processes_fill_one_cache(tmp_path: Path, tiny_bert_dir: Path) -> No
         counts = [n for _, _, n in rows.fetchall()]
     raw.close()
     assert len(counts) == 225 and set(counts) == {1}
-    from cellcube.embed.teachers import TeacherSpec, load_teacher
-
-    teacher = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers"))
+    teacher = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers"))
     texts = [f"text {i} about cats and dogs" for i in range(225)]
     with EmbeddingCache(cache_path) as cache:
         cached = embed_texts(teacher, texts, cache)
@@ -144,7 +126,7 @@ def test_two_processes_fill_one_cache(tmp_path: Path, tiny_bert_dir: Path) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def test_unwritable_output_directory(ws: Path, tmp_path: Path, capsys) -> None:
+def test_unwritable_output_directory(tmp_path: Path, capsys) -> None:
     if os.geteuid() == 0:  # root ignores permission bits: put the run under a regular file
         blocker = tmp_path / "not_a_dir"
         blocker.write_text("x")
@@ -154,13 +136,13 @@ def test_unwritable_output_directory(ws: Path, tmp_path: Path, capsys) -> None:
         locked.mkdir()
         locked.chmod(0o555)
         out = locked / "run"
-    assert main(["train", "--out", str(out), *_sets(*TINY, *_data(ws))]) == 2
+    assert main(["train", "--out", str(out), *_sets(*TINY)]) == 2
     _one_line(capsys, str(out), "cannot use as run directory")
     assert not out.exists()
     _no_temps(tmp_path)
 
 
-def test_atomic_write_failure_leaves_old_file(ws: Path, tmp_path: Path) -> None:
+def test_atomic_write_failure_leaves_old_file(tmp_path: Path) -> None:
     from cellcube.errors import CellcubeError
     from cellcube.io import atomic_open
 
@@ -179,6 +161,7 @@ def test_atomic_write_failure_leaves_old_file(ws: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_truncated_last_checkpoint_on_resume(ws: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     shutil.copytree(ws / "run", run)
@@ -192,6 +175,7 @@ def test_truncated_last_checkpoint_on_resume(ws: Path, tmp_path: Path, capsys) -
     _no_temps(run)
 
 
+@pytest.mark.slow
 def test_corrupt_cache_rows_are_recomputed_through_the_pipeline(ws: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache.sqlite"
     shutil.copy(ws / "cache.sqlite", cache)
@@ -215,6 +199,7 @@ def test_corrupt_cache_rows_are_recomputed_through_the_pipeline(ws: Path, tmp_pa
     _reliability.record("corrupt_cache_rows", corrupted=7, recomputed=7)
 
 
+@pytest.mark.slow
 def test_truncated_cache_file_is_one_clear_error(ws: Path, tmp_path: Path, capsys) -> None:
     cache = tmp_path / "cache.sqlite"
     cache.write_bytes((ws / "cache.sqlite").read_bytes()[:3000])
@@ -253,6 +238,7 @@ class NanAfter(torch.nn.Module):
         return out
 
 
+@pytest.mark.slow
 def test_nan_stops_training_naming_epoch_batch_and_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = load_config(None, [*TINY, "train.epochs=5"])
     train, val = _toy(96), _toy(32, seed=1)
@@ -270,6 +256,7 @@ def test_nan_stops_training_naming_epoch_batch_and_last_good_checkpoint(tmp_path
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
+@pytest.mark.slow
 def test_absurd_learning_rate_is_one_line_from_the_cli(ws: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = ["train", "--out", str(out), *_sets(*TINY, *_data(ws), "train.lr=1e30")]
@@ -279,6 +266,7 @@ def test_absurd_learning_rate_is_one_line_from_the_cli(ws: Path, tmp_path: Path,
     _no_temps(out)
 
 
+@pytest.mark.slow
 def test_nan_training_embeddings_are_named(tmp_path: Path) -> None:
     cfg = load_config(None, TINY)
     train = _toy(96)
@@ -315,6 +303,7 @@ def test_nan_teacher_embeddings_are_a_clear_error_and_not_cached(tmp_path: Path)
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_restores_rng_state_with_stochastic_updates(tmp_path: Path) -> None:
     """fire_rate < 1 draws random masks: resume is exact only if the RNG state is restored."""
     cfg = load_config(None, [*TINY, "train.epochs=4", "cube.fire_rate=0.5"])
@@ -361,12 +350,12 @@ def test_os_error_escaping_a_command_is_one_line(monkeypatch, capsys) -> None:
     assert capsys.readouterr().err == ("error: /runs/x/logs/metrics.csv: No space left on device\n")
 
 
-def test_second_train_on_a_busy_run_directory_fails_at_once(ws: Path, tmp_path: Path, capsys):
+def test_second_train_on_a_busy_run_directory_fails_at_once(tmp_path: Path, capsys):
     from cellcube.io import run_lock
 
     out = tmp_path / "run"
     with run_lock(out):  # another process training into `out` (flock is per open file)
-        assert main(["train", "--out", str(out), *_sets(*TINY, *_data(ws))]) == 2
+        assert main(["train", "--out", str(out), *_sets(*TINY)]) == 2
     _one_line(capsys, str(out), "in use by another cellcube process")
     assert not out.exists()
 

@@ -2,13 +2,16 @@
 
 A tiny config (2x2x2 lattice, 6 epochs, cube + mlp + 0-step cube, ``fire_rate=0.5`` so the RNG
 matters) trains on 120 real zaragoza pairs with a pre-filled embedding cache. An uninterrupted run
-is the reference. Then runs are SIGKILLed at seeded random moments (after the n-th epoch start,
-inside the n-th checkpoint write, which the test instrumentation slows to 0.4 s, or after a random
-delay) and resumed with ``--resume`` (or started again when the kill came before ``config.yaml``
-existed) until they finish. After every kill: every ``.ckpt`` loads with
-:func:`cellcube.train.fit.load_checkpoint`, every ``report.json`` / ``pairs.jsonl`` /
-``config.yaml`` present parses, and at most one epoch of the model in training is lost. At the
-end: no ``.tmp`` file is left and every test metric equals the reference within 1e-6.
+is the reference. Then runs are SIGKILLed at seeded random events (the n-th epoch start, the n-th
+checkpoint write between its fsync and its rename, or the n-th write of another run file: config,
+pairs, DONE, ridge, plot, report) and resumed with ``--resume`` (or started again when the kill
+came before ``config.yaml`` existed) until they finish. The instrumented child stops at each event
+until the test releases it (``faultkit/patches.py``), so every kill lands exactly where it was
+aimed: no timing, no sleeps; pytest-timeout bounds every wait. After every kill: every ``.ckpt``
+loads with :func:`cellcube.train.checkpoints.load_checkpoint`, every ``report.json`` /
+``pairs.jsonl`` / ``config.yaml`` present parses, and at most one epoch of the model in training
+is lost. At the end: no ``.tmp`` file is left and every test metric equals the reference within
+1e-6.
 
 One kill hits a real ``python -m cellcube train`` subprocess (instrumented through
 ``faultkit/sitecustomize.py``); the others hit children of ``faultkit/forkserver.py``, which runs
@@ -25,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +36,15 @@ import pytest
 import yaml
 
 import _reliability
-from cellcube.data.pairs import load_builtin
-from cellcube.train.fit import load_checkpoint
+from cellcube.data import load_builtin
+from cellcube.train.checkpoints import load_checkpoint
+from faultkit.patches import release_file
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 FAULTKIT = Path(__file__).parent / "faultkit"
 KILLS = 12  # kill points over all chains (>= 10 required)
 PER_CHAIN = 6  # kills before a chain is allowed to finish
-SLOW_SAVE_S = 0.4
 MODELS = ("cube", "mlp", "cube_0_steps")
 TINY = [
     "cube.lattice=[2,2,2]",
@@ -56,12 +59,12 @@ TINY = [
 ]
 
 
-def _env(log: Path) -> dict[str, str]:
+def _env(log: Path, pause: bool) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join([str(FAULTKIT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         CELLCUBE_FAULT_LOG=str(log),
-        CELLCUBE_FAULT_SLOW_SAVE_S=str(SLOW_SAVE_S),
+        CELLCUBE_FAULT_PAUSE="1" if pause else "0",
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
     )
@@ -76,41 +79,42 @@ class ForkServer:
             [sys.executable, str(FAULTKIT / "forkserver.py")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=_env(log),
+            env=_env(log, pause=False),
             text=True,
             bufsize=1,
         )
-        assert json.loads(self._readline(300)) == {"ready": True}
+        assert json.loads(self._readline()) == {"ready": True}
 
-    def _readline(self, timeout: float) -> str:
+    def _readline(self) -> str:
+        """The server's next line (blocking: pytest-timeout bounds the wait)."""
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, "fork server did not answer"
         line = self.proc.stdout.readline()
         assert line, "fork server died"
         return line
 
-    def start(self, args: list[str], cwd: Path, output: Path, fsize: int = 0) -> int:
+    def start(
+        self, args: list[str], cwd: Path, output: Path, fsize: int = 0, pause: bool = False
+    ) -> int:
+        """Start a child running ``cellcube`` with ``args``; its pid."""
         assert self.proc.stdin is not None
         request = {"args": args, "cwd": str(cwd), "output": str(output), "fsize": fsize}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        return int(json.loads(self._readline(60))["pid"])
+        self.proc.stdin.write(json.dumps({**request, "pause": pause}) + "\n")
+        return int(json.loads(self._readline())["pid"])
 
-    def poll(self, timeout: float = 0.0) -> int | None:
-        """The exit status of the running child if it ended within ``timeout``, else None."""
+    def finished(self) -> int | None:
+        """The exit status of the running child if it has ended, else None (does not wait)."""
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return int(json.loads(self._readline(1))["status"]) if ready else None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 0)
+        return self.wait() if ready else None
 
-    def wait(self, timeout: float = 300) -> int:
-        status = self.poll(timeout)
-        assert status is not None, "child did not finish in time"
-        return status
+    def wait(self) -> int:
+        """The exit status of the running child, once it ends."""
+        return int(json.loads(self._readline())["status"])
 
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        self.proc.wait()
 
 
 def _events(log: Path, pid: int) -> list[list[str]]:
@@ -179,39 +183,61 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _kill_plan(rng: random.Random) -> tuple[str, float]:
-    kind = rng.choice(["epoch", "save", "save", "time"])
-    return kind, (rng.randint(1, 8) if kind != "time" else rng.uniform(0.0, 4.0))
+def _kill_plan(rng: random.Random) -> tuple[str, int]:
+    """Which event to kill at: the n-th epoch start, checkpoint save or other file write."""
+    kind = rng.choice(["epoch", "save", "save", "write"])
+    return kind, rng.randint(1, 6 if kind == "write" else 8)
+
+
+def _drive(
+    log: Path, pid: int, stop_at: Callable[[list[str]], bool], done: Callable[[], bool]
+) -> bool:
+    """Release a paused child event by event until ``stop_at(event)`` (then leave it paused there
+    and return True) or ``done()`` (it ended; False). Waits by polling the fault log."""
+    released = 0
+    while True:
+        if done():
+            return False
+        events = _events(log, pid)
+        for k in range(released, len(events)):
+            if stop_at(events[k]):
+                return True
+            release_file(log, pid, k).touch()
+        released = len(events)
+        time.sleep(0.01)
 
 
 def _run_until_killed(
     server: ForkServer, rng: random.Random, run: Path, ws: Path, log: Path, kill: bool
 ) -> tuple[int, str, list[list[str]]]:
-    """Start one child and kill it as planned (``kill``) or let it finish.
+    """Start one child and kill it at its planned event (``kill``) or let it finish.
 
     Returns (exit status, the plan, the child's fault-log events).
     """
-    kind, arg = _kill_plan(rng) if kill else ("none", 0.0)
     out = ws / "child.log"
-    pid = server.start(_train_args(run, ws / "pairs.jsonl", ws / "cache.sqlite"), ws, out)
-    t0 = time.monotonic()
-    while True:
-        status = server.poll(0.02)
-        if status is not None:
-            return status, f"{kind}:{arg} (finished first)", _events(log, pid)
-        events = _events(log, pid)
-        if kind == "none":
-            hit = False
-        elif kind == "time":
-            hit = time.monotonic() - t0 >= arg
-        else:
-            hit = sum(e[0] == kind for e in events) >= arg
-        if hit:
-            if kind != "time":  # land somewhere inside the epoch / the 0.4 s save window
-                time.sleep(rng.uniform(0.0, 0.25 if kind == "save" else 0.1))
-            os.kill(pid, signal.SIGKILL)
-            return server.wait(), f"{kind}:{arg}", _events(log, pid)
-        assert time.monotonic() - t0 < 300, "child neither finished nor reached its kill point"
+    args = _train_args(run, ws / "pairs.jsonl", ws / "cache.sqlite")
+    if not kill:
+        pid = server.start(args, ws, out)
+        return server.wait(), "none", _events(log, pid)
+    kind, target = _kill_plan(rng)
+    pid = server.start(args, ws, out, pause=True)
+    seen = [0]
+    status: list[int] = []
+
+    def stop_at(event: list[str]) -> bool:
+        seen[0] += event[0] == kind
+        return seen[0] == target
+
+    def done() -> bool:
+        ended = server.finished()
+        if ended is not None:
+            status.append(ended)
+        return ended is not None
+
+    if not _drive(log, pid, stop_at, done):
+        return status[0], f"{kind}:{target} (finished first)", _events(log, pid)
+    os.kill(pid, signal.SIGKILL)
+    return server.wait(), f"{kind}:{target}", _events(log, pid)
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +266,7 @@ def _assert_same_metrics(run: Path, reference: dict[str, Any]) -> None:
             assert got[name][key] == pytest.approx(value, abs=1e-6), (name, key)
 
 
+@pytest.mark.timeout(900)
 def test_disk_full_is_one_line_and_resumable(
     workspace: Path, server: ForkServer, reference: dict[str, Any]
 ) -> None:
@@ -261,6 +288,7 @@ def test_disk_full_is_one_line_and_resumable(
     _reliability.record("disk_full", error_lines=1, torn_files=0, resumed_to_equal_metrics=True)
 
 
+@pytest.mark.timeout(1800)
 def test_kill9_at_random_points_then_resume(
     workspace: Path, server: ForkServer, reference: dict[str, Any]
 ) -> None:
@@ -276,17 +304,15 @@ def test_kill9_at_random_points_then_resume(
     proc = subprocess.Popen(
         [sys.executable, "-m", "cellcube", *args],
         cwd=ws,
-        env=_env(log),
+        env=_env(log, pause=True),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    t0 = time.monotonic()
-    while not any(e[0] == "save" for e in _events(log, proc.pid)):
-        assert proc.poll() is None and time.monotonic() - t0 < 300
-        time.sleep(0.02)
+    stopped = _drive(log, proc.pid, lambda e: e[0] == "save", lambda: proc.poll() is not None)
+    assert stopped, "the subprocess ended before its first checkpoint save"
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    assert list(run.rglob(".*.ckpt.*.tmp")), "the kill should have landed inside a save"
+    assert list(run.rglob(".*.ckpt.*.tmp")), "the kill must land inside a save"
     stats |= {"subprocess_kills": 1, "kill_points": 1, "during_checkpoint_write": 1}
     stats["checkpoints_checked"] += _check_files(run)["ckpt"]
     assert _lost_epochs(run, _events(log, proc.pid)) <= 1

@@ -1,4 +1,5 @@
-"""Tests for cellcube.embed.teachers: both backends, dtypes, identities and user-facing errors."""
+"""Tests for cellcube.embed (teachers, backends, locate): both backends, dtypes, identities and
+user-facing errors."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from cellcube.embed.teachers import Teacher, TeacherSpec, load_teacher, resolve_model_path
-from cellcube.errors import TeacherError
+from cellcube.config import TeacherConfig, load_config
+from cellcube.embed.backends import loading_bars
+from cellcube.embed.locate import resolve_model_path
+from cellcube.embed.teachers import Teacher, load_teacher
+from cellcube.errors import ConfigError, TeacherError
 
 TEXTS = [
     "How do I reset my password?",
@@ -30,7 +34,7 @@ def _unit_rows(emb: np.ndarray, atol: float = 1e-5) -> bool:
 @pytest.fixture(scope="module")
 def minilm_st() -> Teacher:
     """The default teacher (sentence-transformers backend), loaded once for this module."""
-    return load_teacher(TeacherSpec())
+    return load_teacher(TeacherConfig())
 
 
 # --- default MiniLM teacher ---------------------------------------------------------------
@@ -50,7 +54,7 @@ def test_default_minilm_gives_unit_384_float32_and_ranks_paraphrases(minilm_st: 
 def test_transformers_kind_on_minilm_matches_sentence_transformers(
     minilm_st: Teacher, minilm_dir: Path
 ) -> None:
-    hf = load_teacher(TeacherSpec(model=str(minilm_dir), kind="transformers"))
+    hf = load_teacher(TeacherConfig(model=str(minilm_dir), kind="transformers"))
     a = minilm_st.encode(TEXTS)
     b = hf.encode(TEXTS)
     assert b.dtype == np.float32
@@ -60,7 +64,9 @@ def test_transformers_kind_on_minilm_matches_sentence_transformers(
 def test_encode_calls_counts_batches_and_batching_does_not_change_rows(
     tiny_bert_dir: Path,
 ) -> None:
-    teacher = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers", batch_size=2))
+    teacher = load_teacher(
+        TeacherConfig(model=str(tiny_bert_dir), kind="transformers", batch_size=2)
+    )
     emb = teacher.encode(TEXTS)
     assert teacher.encode_calls == 3  # 5 texts in batches of 2
     one_by_one = np.concatenate([teacher.encode([t]) for t in TEXTS])
@@ -69,11 +75,11 @@ def test_encode_calls_counts_batches_and_batching_does_not_change_rows(
 
 
 def test_st_kind_counts_batches_with_progress(tiny_bert_dir: Path) -> None:
-    spec = TeacherSpec(model=str(tiny_bert_dir), batch_size=2)
+    spec = TeacherConfig(model=str(tiny_bert_dir), batch_size=2)
     small = load_teacher(spec)
     emb = small.encode(TEXTS, progress=True)
     assert small.encode_calls == 3
-    whole = load_teacher(TeacherSpec(model=str(tiny_bert_dir))).encode(TEXTS)
+    whole = load_teacher(TeacherConfig(model=str(tiny_bert_dir))).encode(TEXTS)
     np.testing.assert_allclose(emb, whole, atol=1e-5)
 
 
@@ -81,7 +87,7 @@ def test_st_kind_counts_batches_with_progress(tiny_bert_dir: Path) -> None:
 
 
 def test_tiny_bert_transformers_kind(tiny_bert_dir: Path) -> None:
-    spec = TeacherSpec(model=str(tiny_bert_dir), kind="transformers")
+    spec = TeacherConfig(model=str(tiny_bert_dir), kind="transformers")
     teacher = load_teacher(spec)
     assert not teacher.loaded
     emb = teacher.encode(TEXTS)
@@ -95,17 +101,17 @@ def test_tiny_bert_transformers_kind(tiny_bert_dir: Path) -> None:
 
 def test_tiny_bert_via_sentence_transformers_kind(tiny_bert_dir: Path) -> None:
     """A plain transformers directory also loads through sentence-transformers (mean pooling)."""
-    st = load_teacher(TeacherSpec(model=str(tiny_bert_dir)))
-    hf = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers"))
+    st = load_teacher(TeacherConfig(model=str(tiny_bert_dir)))
+    hf = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers"))
     np.testing.assert_allclose(st.encode(TEXTS), hf.encode(TEXTS), atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_returns_float32_close_to_fp32(tiny_bert_dir: Path, dtype: str) -> None:
-    ref = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers")).encode(TEXTS)
-    half = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers", dtype=dtype))
+    ref = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers")).encode(TEXTS)
+    half = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers", dtype=dtype))
     emb = half.encode(TEXTS)
-    assert half._model.dtype == getattr(torch, dtype)
+    assert half.backend.model.dtype == getattr(torch, dtype)
     assert emb.dtype == np.float32
     assert _unit_rows(emb)
     cos = (emb * ref).sum(axis=1)
@@ -114,7 +120,7 @@ def test_half_precision_returns_float32_close_to_fp32(tiny_bert_dir: Path, dtype
 
 def test_st_kind_fp16_returns_float32(tiny_bert_dir: Path) -> None:
     """sentence-transformers 6 returns float16 numpy for fp16 weights; we must not."""
-    teacher = load_teacher(TeacherSpec(model=str(tiny_bert_dir), dtype="float16"))
+    teacher = load_teacher(TeacherConfig(model=str(tiny_bert_dir), dtype="float16"))
     emb = teacher.encode(TEXTS)
     assert emb.dtype == np.float32
     assert _unit_rows(emb)
@@ -125,7 +131,7 @@ def test_tiny_llama_without_pad_token_fp16(tiny_llama_dir: Path) -> None:
 
     assert AutoTokenizer.from_pretrained(tiny_llama_dir).pad_token is None
     teacher = load_teacher(
-        TeacherSpec(model=str(tiny_llama_dir), kind="transformers", dtype="float16")
+        TeacherConfig(model=str(tiny_llama_dir), kind="transformers", dtype="float16")
     )
     emb = teacher.encode(TEXTS)
     assert emb.shape == (len(TEXTS), 32)
@@ -138,7 +144,7 @@ def test_tiny_llama_without_pad_token_fp16(tiny_llama_dir: Path) -> None:
 
 
 def test_empty_input_returns_zero_rows(tiny_bert_dir: Path) -> None:
-    teacher = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers"))
+    teacher = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers"))
     emb = teacher.encode([])
     assert emb.shape == (0, 32)
     assert emb.dtype == np.float32
@@ -146,7 +152,7 @@ def test_empty_input_returns_zero_rows(tiny_bert_dir: Path) -> None:
 
 
 def test_encode_rejects_a_bare_string(tiny_bert_dir: Path) -> None:
-    teacher = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers"))
+    teacher = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers"))
     with pytest.raises(TypeError):
         teacher.encode("hello")  # type: ignore[arg-type]
 
@@ -155,29 +161,29 @@ def test_encode_rejects_a_bare_string(tiny_bert_dir: Path) -> None:
 
 
 def test_identity_without_loading_and_sensitive_to_spec(tiny_bert_dir: Path) -> None:
-    base = TeacherSpec(model=str(tiny_bert_dir), kind="transformers")
+    base = TeacherConfig(model=str(tiny_bert_dir), kind="transformers")
     t = load_teacher(base)
     assert not t.loaded
-    twin = load_teacher(TeacherSpec(model=str(tiny_bert_dir), kind="transformers"))
+    twin = load_teacher(TeacherConfig(model=str(tiny_bert_dir), kind="transformers"))
     assert t.identity == twin.identity
     assert t.identity.startswith(f"transformers:{tiny_bert_dir.resolve()}|mean|float32|len=256|")
     variants = [
-        TeacherSpec(model=str(tiny_bert_dir), kind="transformers", dtype="float16"),
-        TeacherSpec(model=str(tiny_bert_dir), kind="transformers", max_length=64),
-        TeacherSpec(model=str(tiny_bert_dir), kind="sentence-transformers"),
+        TeacherConfig(model=str(tiny_bert_dir), kind="transformers", dtype="float16"),
+        TeacherConfig(model=str(tiny_bert_dir), kind="transformers", max_length=64),
+        TeacherConfig(model=str(tiny_bert_dir), kind="sentence-transformers"),
     ]
     ids = {load_teacher(v).identity for v in variants}
     assert len(ids) == 3
     assert t.identity not in ids
     # batch size and device do not change the embeddings, so they share the cache
-    same = TeacherSpec(model=str(tiny_bert_dir), kind="transformers", batch_size=3, device="auto")
+    same = TeacherConfig(model=str(tiny_bert_dir), kind="transformers", batch_size=3, device="auto")
     if not torch.cuda.is_available():
         assert load_teacher(same).identity == t.identity
 
 
 def test_identity_equal_for_equal_specs_and_alias(minilm_dir: Path) -> None:
-    a = load_teacher(TeacherSpec())
-    b = load_teacher(TeacherSpec(model=str(minilm_dir)))
+    a = load_teacher(TeacherConfig())
+    b = load_teacher(TeacherConfig(model=str(minilm_dir)))
     assert a.identity == b.identity
     assert not a.loaded
 
@@ -185,7 +191,7 @@ def test_identity_equal_for_equal_specs_and_alias(minilm_dir: Path) -> None:
 def test_identity_changes_when_model_files_change(tiny_bert_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, copy)
-    spec = TeacherSpec(model=str(copy), kind="transformers")
+    spec = TeacherConfig(model=str(copy), kind="transformers")
     before = load_teacher(spec).identity
     assert load_teacher(spec).identity == before
 
@@ -206,7 +212,7 @@ def test_identity_samples_large_files(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     big = tmp_path / "model.safetensors"
     big.write_bytes(bytes(3 << 20))
-    spec = TeacherSpec(model=str(tmp_path), kind="transformers")
+    spec = TeacherConfig(model=str(tmp_path), kind="transformers")
     before = load_teacher(spec).identity
     with open(big, "r+b") as fh:  # a re-saved fine-tune changes bytes everywhere, same size
         fh.seek(0)
@@ -215,7 +221,7 @@ def test_identity_samples_large_files(tmp_path: Path) -> None:
 
 
 def test_hub_id_identity_is_the_id() -> None:
-    teacher = load_teacher(TeacherSpec(model="some-org/some-model", kind="transformers"))
+    teacher = load_teacher(TeacherConfig(model="some-org/some-model", kind="transformers"))
     assert teacher.identity == "transformers:some-org/some-model|mean|float32|len=256|fp=hub"
 
 
@@ -244,7 +250,7 @@ def test_resolve_model_path(
 )
 def test_missing_path_names_teacher_model(model: str) -> None:
     with pytest.raises(TeacherError) as info:
-        load_teacher(TeacherSpec(model=model))
+        load_teacher(TeacherConfig(model=model))
     msg = str(info.value)
     assert msg == f"teacher.model: no such directory '{model}'"
     assert "\n" not in msg
@@ -253,32 +259,32 @@ def test_missing_path_names_teacher_model(model: str) -> None:
 def test_nested_missing_path(tmp_path: Path) -> None:
     model = str(tmp_path / "a" / "b")
     with pytest.raises(TeacherError, match=r"teacher\.model: no such directory"):
-        load_teacher(TeacherSpec(model=model, kind="transformers"))
+        load_teacher(TeacherConfig(model=model, kind="transformers"))
 
 
 def test_directory_without_model_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a model")
     for kind in ("sentence-transformers", "transformers"):
         with pytest.raises(TeacherError, match=r"teacher\.model: .*not a .*model directory"):
-            load_teacher(TeacherSpec(model=str(tmp_path), kind=kind))  # type: ignore[arg-type]
+            load_teacher(TeacherConfig(model=str(tmp_path), kind=kind))  # type: ignore[arg-type]
 
 
 def test_transformers_kind_on_st_only_dir_hints_at_kind(tmp_path: Path) -> None:
     (tmp_path / "modules.json").write_text("[]")
     with pytest.raises(TeacherError, match="sentence-transformers"):
-        load_teacher(TeacherSpec(model=str(tmp_path), kind="transformers"))
+        load_teacher(TeacherConfig(model=str(tmp_path), kind="transformers"))
 
 
 def test_file_instead_of_directory(tmp_path: Path) -> None:
     f = tmp_path / "model.bin"
     f.write_bytes(b"x")
     with pytest.raises(TeacherError, match=r"teacher\.model: .*is a file"):
-        load_teacher(TeacherSpec(model=str(f)))
+        load_teacher(TeacherConfig(model=str(f)))
 
 
 @pytest.mark.parametrize("kind", ["transformers", "sentence-transformers"])
 def test_unreachable_hub_id_fails_on_first_encode(kind: str) -> None:
-    teacher = load_teacher(TeacherSpec(model="cellcube-test/no-such-model-xyz", kind=kind))  # type: ignore[arg-type]
+    teacher = load_teacher(TeacherConfig(model="cellcube-test/no-such-model-xyz", kind=kind))  # type: ignore[arg-type]
     with pytest.raises(TeacherError) as info:
         teacher.encode(["hello"])
     msg = str(info.value)
@@ -292,7 +298,7 @@ def test_corrupt_local_weights_raise_teacher_error(tiny_bert_dir: Path, tmp_path
     copy = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, copy)
     (copy / "model.safetensors").write_bytes(b"garbage")
-    teacher = load_teacher(TeacherSpec(model=str(copy), kind="transformers"))
+    teacher = load_teacher(TeacherConfig(model=str(copy), kind="transformers"))
     expected = rf"^teacher\.model: cannot load '{re.escape(str(copy))}'"
     with pytest.raises(TeacherError, match=expected):
         teacher.encode(["hello"])
@@ -304,25 +310,39 @@ def test_cuda_requested_without_cuda() -> None:
         with pytest.raises(
             TeacherError, match=r"^teacher\.device: CUDA requested but not available$"
         ):
-            load_teacher(TeacherSpec(device=device))
-    assert load_teacher(TeacherSpec(device="auto")).device == "cpu"
+            load_teacher(TeacherConfig(device=device))
+    assert load_teacher(TeacherConfig(device="auto")).device == "cpu"
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("override", "key"),
     [
-        ("kind", "onnx"),
-        ("dtype", "float8"),
-        ("device", "gpu-please"),
-        ("max_length", 0),
-        ("batch_size", -1),
-        ("model", ""),
+        ("teacher.kind=onnx", "teacher.kind"),
+        ("teacher.dtype=float8", "teacher.dtype"),
+        ("teacher.max_length=0", "teacher.max_length"),
+        ("teacher.batch_size=-1", "teacher.batch_size"),
+        ("teacher.layer=3", "teacher"),  # layer/pooling on a sentence-transformers teacher
     ],
 )
-def test_invalid_fields_name_the_field(field: str, value: object) -> None:
-    spec = TeacherSpec(**{field: value})  # type: ignore[arg-type]
-    with pytest.raises(TeacherError, match=rf"^teacher\.{field}: "):
-        load_teacher(spec)
+def test_bad_teacher_settings_are_one_config_error_naming_the_key(override: str, key: str) -> None:
+    """The config is the one validator: a teacher never sees an unchecked field."""
+    with pytest.raises(ConfigError, match=rf"^config \(with --set\): {re.escape(key)}: ") as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("device", "gpu-please", "invalid device 'gpu-please'"),
+        ("model", "", "'' is neither an existing directory nor a valid Hugging Face hub id"),
+    ],
+)
+def test_what_only_the_machine_can_check_names_the_field(
+    field: str, value: str, message: str
+) -> None:
+    with pytest.raises(TeacherError, match=rf"^teacher\.{field}: {re.escape(message)}"):
+        load_teacher(TeacherConfig(**{field: value}))  # type: ignore[arg-type]
 
 
 def test_loading_bars_off_silences_the_gguf_reader_and_restores_it() -> None:
@@ -331,13 +351,11 @@ def test_loading_bars_off_silences_the_gguf_reader_and_restores_it() -> None:
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    from cellcube.embed.teachers import _loading_bars
-
     bar, before = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
-    with _loading_bars(False):
+    with loading_bars(False):
         assert gguf_utils.tqdm(range(3)).disable
         assert not hf_logging.is_progress_bar_enabled()
     assert gguf_utils.tqdm is bar
     assert hf_logging.is_progress_bar_enabled() == before
-    with _loading_bars(True):
+    with loading_bars(True):
         assert gguf_utils.tqdm is bar

@@ -8,7 +8,8 @@ from importlib import resources
 
 import pytest
 
-from cellcube.data.pairs import BUILTIN_CORPORA, QAPair, load_builtin, split_pairs
+from cellcube.config import DataConfig
+from cellcube.data import BUILTIN_CORPORA, QAPair, load_builtin, split_pairs
 
 DOMAINS = ("ai_ml", "computer_science", "programming", "data_science", "nlp")
 
@@ -80,14 +81,14 @@ def test_sentence_counter() -> None:
 
 
 def test_grouped_split(pairs: list[QAPair]) -> None:
-    split = split_pairs(pairs, seed=0)
+    split = split_pairs(pairs, DataConfig(), 0)
     parts = (split.train, split.val, split.test)
     assert all(parts)
     assert sum(len(part) for part in parts) == len(pairs)
     answers = [{p.answer for p in part} for part in parts]
     assert not (answers[0] & answers[1] or answers[0] & answers[2] or answers[1] & answers[2])
-    assert split_pairs(pairs, seed=0) == split
+    assert split_pairs(pairs, DataConfig(), 0) == split
     # The assignment does not depend on input order; domain labels survive the split.
-    reversed_split = split_pairs(list(reversed(pairs)), seed=0)
+    reversed_split = split_pairs(list(reversed(pairs)), DataConfig(), 0)
     assert {p.answer for p in reversed_split.test} == answers[2]
     assert {p.domain for p in split.test} <= set(DOMAINS)

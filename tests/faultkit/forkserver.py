@@ -3,13 +3,15 @@
 Starting ``python -m cellcube train`` costs 5-20 s of imports on a small shared CPU, which would
 make ten kill/resume cycles far too slow for CI. This process imports cellcube (and the test
 instrumentation, :mod:`patches`) once, then for each JSON request on stdin,
-``{"args": [...], "cwd": DIR, "output": FILE, "fsize": BYTES}``, forks a child that runs the real
-CLI entry point ``cellcube.cli.main.main(args)`` with stdout/stderr going to FILE and exits with its
-status. It prints ``{"pid": PID}`` when the child starts and ``{"pid": PID, "status": S}`` when
-it ends (S: the exit code, or minus the signal number, e.g. -9). ``fsize`` (optional) caps the
-size of any file the child writes (``RLIMIT_FSIZE``, SIGXFSZ ignored so a write fails with
-EFBIG): a stand-in for a full disk. The parent never runs torch code, so forking is safe; each
-child is a separate process that the test kills with SIGKILL.
+``{"args": [...], "cwd": DIR, "output": FILE, "fsize": BYTES, "pause": BOOL}``, forks a child
+that runs the real CLI entry point ``cellcube.cli.main.main(args)`` with stdout/stderr going to
+FILE and exits with its status. It prints ``{"pid": PID}`` when the child starts and
+``{"pid": PID, "status": S}`` when it ends (S: the exit code, or minus the signal number, e.g.
+-9). ``fsize`` (optional) caps the size of any file the child writes (``RLIMIT_FSIZE``, SIGXFSZ
+ignored so a write fails with EFBIG): a stand-in for a full disk. ``pause`` (optional): the
+child stops at each fault-log event until the test releases it (see :mod:`patches`). The parent
+never runs torch code, so forking is safe; each child is a separate process that the test kills
+with SIGKILL.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cellcube.cli.main import main
 
 def _child(request: dict) -> None:
     os.chdir(request["cwd"])
+    os.environ["CELLCUBE_FAULT_PAUSE"] = "1" if request.get("pause") else "0"
     if request.get("fsize"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))

@@ -1,7 +1,8 @@
-"""The bodies of ``cellcube data import | expand | inspect`` (argument parsing is in :mod:`cli`).
+"""The bodies of ``cellcube data import | expand | inspect`` (argument parsing is in
+:mod:`cellcube.cli.main`).
 
-Each command reads its input through :func:`load_source` (a file or directory via
-:func:`cellcube.data.readers.import_path` with the config's ``data.*`` keys, or a built-in corpus),
+Each command reads its source through :func:`load_source` (a file or directory through the reader
+stack, :func:`cellcube.data.read_path`, with the config's ``data.*`` keys, or a built-in corpus),
 embeds through the configured teacher and cache with a progress bar, and writes its output
 atomically (:mod:`cellcube.io`).
 """
@@ -10,45 +11,56 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from cellcube.config import Config
-from cellcube.data.pairs import BUILTIN_CORPORA, QAPair, load_builtin
-from cellcube.data.readers import ImportReport, fold_context, import_path
+from cellcube.data import (
+    BUILTIN_CORPORA,
+    ImportReport,
+    QAPair,
+    fold_context,
+    load_builtin,
+    pair_to_record,
+    read_path,
+)
+from cellcube.data.expand import ExpandOptions
 from cellcube.errors import CellcubeError
-from cellcube.io import atomic_open
+from cellcube.io import atomic_open, write_json
 
-__all__ = ["load_source", "pair_record", "run_data_command"]
+__all__ = [
+    "DataCommand",
+    "data_command",
+    "expand_data",
+    "import_data",
+    "inspect_data",
+    "load_source",
+    "run_data_command",
+]
+
+DataCommand = Literal["import", "expand", "inspect"]
 
 
 def load_source(source: str, cfg: Config) -> tuple[list[QAPair], ImportReport | None]:
-    """Pairs of ``source``: a built-in corpus name (when no such path exists), else a file or
-    directory read with the config's ``data.question_field/answer_field/skip_invalid/
-    context_turns``. Returns the pairs (context not folded) and the import report."""
+    """Pairs of ``source`` and the read's report (None for a built-in corpus).
+
+    ``source`` is a built-in corpus name (when no such path exists), else a file or directory
+    read with the config's ``data`` section (fields, ``skip_invalid``, ``context_turns``); the
+    report's summary and first skips are printed. Conversation context is not folded.
+    """
     if source in BUILTIN_CORPORA and not Path(source).exists():
         return load_builtin(source), None
-    d = cfg.data
-    return import_path(
-        source,
-        question_field=d.question_field,
-        answer_field=d.answer_field,
-        context_turns=d.context_turns,
-        skip_invalid=d.skip_invalid,
-    )
-
-
-def pair_record(p: QAPair) -> dict[str, Any]:
-    """A pair as a JSONL record: question, answer, origin, and its metadata when set."""
-    rec: dict[str, Any] = {"question": p.question, "answer": p.answer, "origin": p.origin}
-    for name in ("domain", "variant_of", "split"):
-        if getattr(p, name) is not None:
-            rec[name] = getattr(p, name)
-    if p.context:
-        rec["context"] = list(p.context)
-    return rec
+    pairs, report = read_path(source, cfg.data)
+    print(f"import: {report.summary()}")
+    for skip in report.skipped[:10]:
+        print(f"  skipped {skip.message}")
+    if len(report.skipped) > 10:
+        print(f"  ... and {len(report.skipped) - 10} more")
+    return pairs, report
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -59,68 +71,89 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def _embedder(cfg: Config) -> tuple[Any, Any]:
-    """``(embed(texts) -> array, close())`` through the configured teacher and cache."""
+@contextmanager
+def _embedder(cfg: Config) -> Iterator[Callable[[list[str]], np.ndarray]]:
+    """``embed(texts) -> array`` through the configured teacher and cache, closed on exit."""
     from cellcube.embed.cache import embed_texts
     from cellcube.embed.encode import make_teacher, open_cache
 
     teacher, cache = make_teacher(cfg), open_cache(cfg)
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return embed_texts(teacher, texts, cache, progress=True)
-
-    def close() -> None:
+    try:
+        yield lambda texts: embed_texts(teacher, texts, cache, progress=True)
+    finally:
         if cache is not None:
             cache.close()
 
-    return embed, close
+
+def import_data(source: str, out: Path, cfg: Config) -> None:
+    """``cellcube data import``: ``source``'s pairs as one JSONL file ``out`` (every field, see
+    :func:`cellcube.data.pair_to_record`), and the read's report beside it
+    (``<out>.report.json``)."""
+    pairs, report = load_source(source, cfg)
+    _write_jsonl(out, [pair_to_record(p) for p in pairs])
+    if report is not None:
+        write_json(out.with_suffix(".report.json"), report.to_dict())
+    print(f"wrote {len(pairs)} pairs to {out}")
+
+
+def expand_data(source: str, out: Path, cfg: Config, options: ExpandOptions) -> None:
+    """``cellcube data expand``: ``source``'s pairs with teacher-selected variants and quality
+    scores (:func:`cellcube.data.expand.expand_pairs`) as the JSONL file ``out``."""
+    from cellcube.data.expand import expand_pairs
+
+    pairs = fold_context(load_source(source, cfg)[0])
+    with _embedder(cfg) as embed:
+        records, report = expand_pairs(pairs, embed, options)
+    _write_jsonl(out, records)
+    print(f"expand: {report.summary()}")
+    print(f"wrote {len(records)} pairs to {out}")
+
+
+def inspect_data(source: str, out: Path, cfg: Config, near_threshold: float = 0.95) -> None:
+    """``cellcube data inspect``: counts, plots, duplicates and the identity baseline of
+    ``source`` (:mod:`cellcube.data.inspect`) into the directory ``out``; prints the summary."""
+    from cellcube.data.inspect import inspect_pairs, write_inspection
+
+    pairs = fold_context(load_source(source, cfg)[0])
+    with _embedder(cfg) as embed:
+        summary = inspect_pairs(pairs, embed, near_threshold=near_threshold)
+    written = write_inspection(summary, out, source)
+    print((out / "summary.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
+def data_command(
+    command: DataCommand,
+    source: str,
+    out: Path,
+    cfg: Config,
+    *,
+    options: ExpandOptions | None = None,
+    near_threshold: float = 0.95,
+) -> None:
+    """Run ``cellcube data <command>``; ``options`` apply to ``expand`` (defaults when None),
+    ``near_threshold`` to ``inspect``."""
+    if command == "import":
+        import_data(source, out, cfg)
+    elif command == "expand":
+        expand_data(source, out, cfg, options or ExpandOptions())
+    else:
+        inspect_data(source, out, cfg, near_threshold)
 
 
 def run_data_command(args: argparse.Namespace, cfg: Config) -> None:
-    """Run ``cellcube data <args.data_command>`` with the resolved config."""
-    pairs, report = load_source(args.source, cfg)
-    if report is not None:
-        print(f"import: {report.summary()}")
-        for skip in report.skipped[:10]:
-            print(f"  skipped {skip.message}")
-        if len(report.skipped) > 10:
-            print(f"  ... and {len(report.skipped) - 10} more")
-    if args.data_command == "import":
-        _write_jsonl(args.out, [pair_record(p) for p in pairs])
-        if report is not None:
-            from cellcube.io import write_json
-
-            write_json(args.out.with_suffix(".report.json"), report.to_dict())
-        print(f"wrote {len(pairs)} pairs to {args.out}")
-        return
-    pairs = fold_context(pairs)
-    embed, close = _embedder(cfg)
-    try:
-        if args.data_command == "expand":
-            from cellcube.data.expand import ExpandOptions, expand_pairs
-
-            options = ExpandOptions(
-                variants=args.variants,
-                min_similarity=args.min_similarity,
-                max_similarity=args.max_similarity,
-                duplicate_threshold=args.duplicate_threshold,
-                min_quality=args.min_quality,
-            )
-            records, ereport = expand_pairs(pairs, embed, options)
-            _write_jsonl(args.out, records)
-            print(f"expand: {ereport.summary()}")
-            print(f"wrote {len(records)} pairs to {args.out}")
-        else:
-            from cellcube.data.inspect import inspect_pairs, read_qualities, write_inspection
-
-            qualities = None
-            if report is not None and not cfg.data.skip_invalid:
-                qualities = read_qualities(Path(args.source), len(pairs))
-            summary = inspect_pairs(
-                pairs, embed, qualities=qualities, near_threshold=args.near_threshold
-            )
-            written = write_inspection(summary, args.out, args.source)
-            print((args.out / "summary.md").read_text(encoding="utf-8"), end="")
-            print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
-    finally:
-        close()
+    """Transitional: unpacks ``cli/main.py``'s namespace into :func:`data_command`; remove once
+    ``cli/main.py`` calls :func:`data_command` itself."""
+    options = None
+    if args.data_command == "expand":
+        options = ExpandOptions(
+            variants=args.variants,
+            min_similarity=args.min_similarity,
+            max_similarity=args.max_similarity,
+            duplicate_threshold=args.duplicate_threshold,
+            min_quality=args.min_quality,
+        )
+    near = getattr(args, "near_threshold", 0.95)
+    data_command(
+        args.data_command, args.source, args.out, cfg, options=options, near_threshold=near
+    )

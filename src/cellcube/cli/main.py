@@ -15,8 +15,6 @@ from pathlib import Path
 from cellcube import __version__
 from cellcube.errors import CellcubeError
 
-DEFAULT_CONFIG = Path("configs/default.yaml")
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -31,8 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help=f"YAML config (default: {DEFAULT_CONFIG} if present, else built-in "
-        "defaults; with --resume, the run's own config.yaml)",
+        help="YAML config (default: the built-in defaults, which configs/default.yaml spells "
+        "out; with --resume, the run's own config.yaml)",
     )
     t.add_argument(
         "--set",
@@ -114,31 +112,32 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from cellcube.config import load_config
-    from cellcube.run.pipeline import format_report, load_run_config, train_run
+    from cellcube.eval.report import format_report
+    from cellcube.run.pipeline import train_run
+    from cellcube.run.rundir import RunDir
     from cellcube.train.distributed import is_rank_zero
 
+    run = RunDir(args.out)
     if args.resume and args.config is None:
-        cfg = load_run_config(args.out, args.overrides)
+        cfg = run.read_config(args.overrides)
     else:
-        path = args.config
-        if path is None and DEFAULT_CONFIG.is_file():
-            path = DEFAULT_CONFIG
-        cfg = load_config(path, args.overrides)
-    report = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+        cfg = load_config(args.config, args.overrides)  # None: the built-in defaults
+    report = train_run(cfg, run.root, resume=args.resume, overwrite=args.overwrite)
     if not is_rank_zero():  # under torchrun, rank 0 alone prints
         return
     print(format_report(report))
-    print(f"run saved to {args.out} (report: {args.out / 'report.json'})")
+    print(f"run saved to {run.root} (report: {run.report})")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from cellcube.run.pipeline import evaluate_run, format_report
+    from cellcube.eval.report import format_report
+    from cellcube.run.pipeline import evaluate_run
 
     print(format_report(evaluate_run(args.run_dir)))
 
 
 def _ask(args: argparse.Namespace) -> None:
-    from cellcube.run.pipeline import Answerer
+    from cellcube.decode.answer import Answerer
 
     if args.k < 1:
         raise CellcubeError(f"-k must be >= 1, got {args.k}")
@@ -151,18 +150,14 @@ def _ask(args: argparse.Namespace) -> None:
 
 def _data(args: argparse.Namespace) -> None:
     from cellcube.cli.data import run_data_command
+    from cellcube.config import load_config
 
     overrides = list(args.overrides)
     if args.skip_invalid:
         overrides.append("data.skip_invalid=true")
     if args.context_turns is not None:
         overrides.append(f"data.context_turns={args.context_turns}")
-    path = args.config
-    if path is None and DEFAULT_CONFIG.is_file():
-        path = DEFAULT_CONFIG
-    from cellcube.config import load_config
-
-    run_data_command(args, load_config(path, overrides))
+    run_data_command(args, load_config(args.config, overrides))  # None: the built-in defaults
 
 
 def _os_error_line(exc: OSError) -> str:

@@ -1,1 +1,39 @@
-"""Pairs of texts: records, readers, built-in corpora, the split, expansion, inspection."""
+"""The data stage: question/answer pairs from files and corpora, split, expanded, inspected.
+
+Modules: :mod:`~cellcube.data.records` (:class:`QAPair`, :class:`Split`, the JSON record form),
+:mod:`~cellcube.data.readers` (the one reader stack, strict or skip mode),
+:mod:`~cellcube.data.corpora` (built-in corpora), :mod:`~cellcube.data.split` (the seeded,
+answer-grouped split), :mod:`~cellcube.data.quality`, :mod:`~cellcube.data.expand` and
+:mod:`~cellcube.data.inspect` (``cellcube data expand | inspect``).
+"""
+
+from cellcube.data.corpora import BUILTIN_CORPORA, load_builtin
+from cellcube.data.readers import IMPORT_SUFFIXES, ImportReport, Skip, fold_context, read_path
+from cellcube.data.records import (
+    QAPair,
+    Split,
+    autoencoder_pairs,
+    dedupe,
+    pair_from_record,
+    pair_to_record,
+)
+from cellcube.data.split import SPLIT_NAMES, split_dataset, split_pairs
+
+__all__ = [
+    "BUILTIN_CORPORA",
+    "IMPORT_SUFFIXES",
+    "SPLIT_NAMES",
+    "ImportReport",
+    "QAPair",
+    "Skip",
+    "Split",
+    "autoencoder_pairs",
+    "dedupe",
+    "fold_context",
+    "load_builtin",
+    "pair_from_record",
+    "pair_to_record",
+    "read_path",
+    "split_dataset",
+    "split_pairs",
+]

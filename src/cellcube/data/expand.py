@@ -21,17 +21,16 @@ with the (frozen) teacher, never guessed:
    (cosine / ``temperature``): high when the answer fits the question better than the other
    answers do, low when other answers fit as well or better. ``length_factor`` is 1 for texts of
    sane length and falls linearly to 0 for one-word questions, answers under 3 words, or
-   texts far over the usual lengths (see :func:`length_factor`). Pairs under ``min_quality``
-   are removed (an original takes its variants with it).
+   texts far over the usual lengths (see :func:`cellcube.data.quality.length_factor`). Pairs
+   under ``min_quality`` are removed (an original takes its variants with it).
 5. **Curriculum metadata**: ``difficulty`` (teacher rank of the true answer among all answers,
    as a quantile: :func:`cellcube.objectives.curriculum.teacher_difficulty`), ``domain`` (from the
    source),
    ``complexity`` (:func:`complexity`: length and clause structure, in [0, 1]).
 
 No leakage: a variant keeps its source's answer and records its source question in
-``variant_of`` (and ``source_id``); :func:`cellcube.data.pairs.split_dataset` splits the original
-pairs
-only and puts a variant in train when its source is in train, never in validation or test.
+``variant_of`` (and ``source_id``); :func:`cellcube.data.split.split_dataset` splits the original
+pairs only and puts a variant in train when its source is in train, never in validation or test.
 """
 
 from __future__ import annotations
@@ -45,23 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cellcube.data.pairs import QAPair
+from cellcube.data.quality import Embedder, quality_scores, unit_rows
+from cellcube.data.records import QAPair
 from cellcube.errors import DataError
 from cellcube.objectives.curriculum import teacher_difficulty
 
-__all__ = [
-    "Embedder",
-    "ExpandOptions",
-    "ExpandReport",
-    "complexity",
-    "expand_pairs",
-    "length_factor",
-    "quality_scores",
-    "template_variants",
-]
-
-Embedder = Callable[[list[str]], np.ndarray]
-"""Texts -> (n, D) float embeddings (e.g. the teacher through the cache)."""
+__all__ = ["ExpandOptions", "ExpandReport", "complexity", "expand_pairs", "template_variants"]
 
 
 @dataclass(frozen=True)
@@ -216,9 +204,14 @@ def template_variants(question: str) -> list[tuple[str, str]]:
         new = re.sub(pattern, repl, q, count=1)
         if new != q:
             out.append(("wording", new))
-    seen = {q}
+    return _distinct(q, out)
+
+
+def _distinct(source: str, variants: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``variants`` without repeats (first kept) and without the source itself."""
+    seen = {source}
     unique = []
-    for strategy, text in out:
+    for strategy, text in variants:
         if text not in seen:
             seen.add(text)
             unique.append((strategy, text))
@@ -230,27 +223,6 @@ def template_variants(question: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _ramp(n: int, low: int, high: int, zero_at: int) -> float:
-    """1 on ``[low, high]``, linear down to 0 at ``low - 1 -> 0 words`` and at ``zero_at``."""
-    if n < low:
-        return max(0.0, n / low) if low > 0 else 1.0
-    if n <= high:
-        return 1.0
-    return max(0.0, 1.0 - (n - high) / max(zero_at - high, 1))
-
-
-def length_factor(question: str, answer: str) -> float:
-    """Length sanity in [0, 1]: questions of 2-40 words and answers of 3-120 words score 1.
-
-    Shorter texts fall linearly towards 0 words, longer ones linearly to 0 at 120 / 400 words;
-    an answer equal to its question scores 0 (it answers nothing).
-    """
-    if question.strip().lower() == answer.strip().lower():
-        return 0.0
-    nq, na = len(question.split()), len(answer.split())
-    return min(_ramp(nq, 2, 40, 120), _ramp(na, 3, 120, 400))
-
-
 def complexity(question: str, answer: str) -> float:
     """Structural complexity in [0, 1]: mean of answer length (60 words = 1), question length
     (25 words = 1) and clause count of the answer (sentences + commas/semicolons, 8 = 1)."""
@@ -259,38 +231,95 @@ def complexity(question: str, answer: str) -> float:
     return round((min(1.0, na / 60) + min(1.0, nq / 25) + min(1.0, clauses / 8)) / 3, 4)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def quality_scores(
-    q: np.ndarray,
-    answer_ids: np.ndarray,
-    bank: np.ndarray,
-    questions: Sequence[str],
-    answers: Sequence[str],
-    temperature: float = 0.05,
-) -> dict[str, np.ndarray]:
-    """Per-pair ``relevance``, ``length_factor`` and ``quality`` (their product), all in [0, 1].
-
-    ``q``: (n, D) question embeddings; ``bank``: (m, D) embeddings of the distinct answers;
-    ``answer_ids``: (n,) each pair's answer row in ``bank``; ``questions``/``answers``: the
-    pairs' texts. ``relevance`` is the softmax over the bank of ``cos(q, bank) / temperature``
-    at the true answer (1 when one answer is the only match, 1/m when all fit alike).
-    """
-    sims = _normalise(q) @ _normalise(bank).T / temperature
-    sims -= sims.max(axis=1, keepdims=True)
-    probs = np.exp(sims)
-    probs /= probs.sum(axis=1, keepdims=True)
-    relevance = probs[np.arange(len(q)), answer_ids]
-    lengths = np.array([length_factor(a, b) for a, b in zip(questions, answers, strict=True)])
-    return {"relevance": relevance, "length_factor": lengths, "quality": relevance * lengths}
-
-
 # --------------------------------------------------------------------------------------------
 # The expansion
 # --------------------------------------------------------------------------------------------
+
+
+Vector = Callable[[str], np.ndarray]
+"""A text's unit-length teacher embedding (float64), looked up in the one batch embedded."""
+
+
+def _candidates(sources: Sequence[QAPair], opt: ExpandOptions) -> list[tuple[int, str, str]]:
+    """Every template candidate as ``(source index, strategy, text)``."""
+    if not opt.variants:
+        return []
+    return [(i, s, t) for i, p in enumerate(sources) for s, t in template_variants(p.question)]
+
+
+def _embed_all(embed: Embedder, texts: list[str]) -> Vector:
+    """Embed ``texts`` in one call; returns the lookup of a text's unit vector."""
+    row = {t: i for i, t in enumerate(texts)}
+    vecs = unit_rows(embed(texts))
+    if vecs.shape[0] != len(texts) or not np.isfinite(vecs).all():
+        raise DataError("the embedder returned a wrong number of rows or non-finite values")
+    return lambda text: vecs[row[text]]
+
+
+def _distinct_originals(
+    sources: Sequence[QAPair], v: Vector, threshold: float
+) -> tuple[list[int], np.ndarray]:
+    """Indices of the sources kept (question AND answer not both at cosine >= ``threshold``
+    with an earlier kept pair's) and their question vectors."""
+    keep: list[int] = []
+    dim = v(sources[0].question).shape[0]
+    kq = np.zeros((0, dim))
+    ka = np.zeros((0, dim))
+    for i, p in enumerate(sources):
+        qv, av = v(p.question), v(p.answer)
+        if len(keep) and ((kq @ qv >= threshold) & (ka @ av >= threshold)).any():
+            continue
+        keep.append(i)
+        kq = np.vstack([kq, qv])
+        ka = np.vstack([ka, av])
+    return keep, kq
+
+
+def _rejection(sim: float, near_kept: bool, opt: ExpandOptions) -> str | None:
+    """Why a candidate at cosine ``sim`` with its source is rejected, or None to keep it."""
+    if sim < opt.min_similarity:
+        return "too far from source"
+    if sim >= opt.max_similarity:
+        return "near-duplicate of source"
+    if near_kept:
+        return "near-duplicate of a kept question"
+    return None
+
+
+def _select_variants(
+    sources: Sequence[QAPair],
+    keep: list[int],
+    kept_q: np.ndarray,
+    cands: list[tuple[int, str, str]],
+    v: Vector,
+    opt: ExpandOptions,
+) -> tuple[dict[int, list[tuple[str, str]]], Counter[str]]:
+    """Teacher-guided selection: per kept source, candidates closest to it first, up to
+    ``opt.variants``; returns the chosen ``(strategy, text)`` per source and rejection counts."""
+    rejected: Counter[str] = Counter()
+    by_source: dict[int, list[tuple[str, str]]] = {i: [] for i in keep}
+    kept_texts = {sources[i].question for i in keep}
+    per_source: dict[int, list[tuple[int, str, str]]] = {}
+    for c in cands:
+        per_source.setdefault(c[0], []).append(c)
+    for i in keep:
+        src = v(sources[i].question)
+        scored = sorted(per_source.get(i, []), key=lambda c: -float(src @ v(c[2])))
+        for _, strategy, text in scored:
+            if len(by_source[i]) >= opt.variants:
+                break
+            if text in kept_texts:
+                rejected["exact duplicate"] += 1
+                continue
+            near_kept = bool((kept_q @ v(text) >= opt.max_similarity).any())
+            reason = _rejection(float(src @ v(text)), near_kept, opt)
+            if reason is not None:
+                rejected[reason] += 1
+                continue
+            by_source[i].append((strategy, text))
+            kept_texts.add(text)
+            kept_q = np.vstack([kept_q, v(text)])
+    return by_source, rejected
 
 
 def expand_pairs(
@@ -311,69 +340,17 @@ def expand_pairs(
     sources = list(pairs)
 
     # 1. candidates, embedded together with every question and answer in one teacher call
-    cands: list[tuple[int, str, str]] = []  # (source index, strategy, text)
-    if opt.variants:
-        for i, p in enumerate(sources):
-            cands += [(i, s, t) for s, t in template_variants(p.question)]
+    cands = _candidates(sources, opt)
     report.n_candidates = len(cands)
     report.candidates_by_strategy = dict(Counter(s for _, s, _ in cands))
     questions = [p.question for p in sources]
     answers = list(dict.fromkeys(p.answer for p in sources))
-    texts = list(dict.fromkeys([*questions, *answers, *(t for _, _, t in cands)]))
-    row = {t: i for i, t in enumerate(texts)}
-    vecs = _normalise(np.asarray(embed(texts), dtype=np.float64))
-    if vecs.shape[0] != len(texts) or not np.isfinite(vecs).all():
-        raise DataError("the embedder returned a wrong number of rows or non-finite values")
+    v = _embed_all(embed, list(dict.fromkeys([*questions, *answers, *(t for _, _, t in cands)])))
 
-    def v(text: str) -> np.ndarray:
-        return vecs[row[text]]
-
-    # 2. near-duplicate originals: question and answer both near an earlier kept pair's
-    keep: list[int] = []
-    kq = np.zeros((0, vecs.shape[1]))
-    ka = np.zeros((0, vecs.shape[1]))
-    for i, p in enumerate(sources):
-        qv, av = v(p.question), v(p.answer)
-        if (
-            len(keep)
-            and ((kq @ qv >= opt.duplicate_threshold) & (ka @ av >= opt.duplicate_threshold)).any()
-        ):
-            report.n_duplicate_originals += 1
-            continue
-        keep.append(i)
-        kq = np.vstack([kq, qv])
-        ka = np.vstack([ka, av])
-
-    # 3. teacher-guided selection of variants
-    rejected: Counter[str] = Counter()
-    by_source: dict[int, list[tuple[str, str]]] = {i: [] for i in keep}
-    kept_q = kq.copy()  # every kept question, originals first
-    kept_texts = {sources[i].question for i in keep}
-    per_source: dict[int, list[tuple[int, str, str]]] = {}
-    for c in cands:
-        per_source.setdefault(c[0], []).append(c)
-    for i in keep:
-        src = v(sources[i].question)
-        scored = sorted(per_source.get(i, []), key=lambda c: -float(src @ v(c[2])))
-        for _, strategy, text in scored:
-            if len(by_source[i]) >= opt.variants:
-                break
-            if text in kept_texts:
-                rejected["exact duplicate"] += 1
-                continue
-            sim = float(src @ v(text))
-            if sim < opt.min_similarity:
-                rejected["too far from source"] += 1
-                continue
-            if sim >= opt.max_similarity:
-                rejected["near-duplicate of source"] += 1
-                continue
-            if (kept_q @ v(text) >= opt.max_similarity).any():
-                rejected["near-duplicate of a kept question"] += 1
-                continue
-            by_source[i].append((strategy, text))
-            kept_texts.add(text)
-            kept_q = np.vstack([kept_q, v(text)])
+    # 2. near-duplicate originals, 3. teacher-guided selection of variants
+    keep, kq = _distinct_originals(sources, v, opt.duplicate_threshold)
+    report.n_duplicate_originals = len(sources) - len(keep)
+    by_source, rejected = _select_variants(sources, keep, kq.copy(), cands, v, opt)
     report.rejected = dict(rejected)
 
     # 4. quality of every kept pair, against all distinct answers of the kept originals
@@ -394,24 +371,35 @@ def expand_pairs(
         [sources[i].answer for i, _, _ in items],
         opt.temperature,
     )
-    difficulty = teacher_difficulty(
+    scores["difficulty"] = teacher_difficulty(
         torch.from_numpy(q).float(),
         torch.from_numpy(bank[aid]).float(),
         torch.from_numpy(aid).long(),
         torch.from_numpy(bank).float(),
     ).numpy()
+    records = _records(sources, items, scores, opt.min_quality, report)
+    return records, report
 
-    # 5. threshold filter (an original below it takes its variants along) and records
+
+def _records(
+    sources: Sequence[QAPair],
+    items: list[tuple[int, str, str]],
+    scores: dict[str, np.ndarray],
+    min_quality: float,
+    report: ExpandReport,
+) -> list[dict[str, Any]]:
+    """5. The records of ``items`` at or above ``min_quality`` (an original below it takes its
+    variants along), counted into ``report``."""
     dropped_sources = {
         i
         for (i, s, _), qual in zip(items, scores["quality"], strict=True)
-        if s == "original" and qual < opt.min_quality
+        if s == "original" and qual < min_quality
     }
     records: list[dict[str, Any]] = []
     strategies: Counter[str] = Counter()
     for k, (i, strategy, text) in enumerate(items):
         src = sources[i]
-        if i in dropped_sources or scores["quality"][k] < opt.min_quality:
+        if i in dropped_sources or scores["quality"][k] < min_quality:
             report.n_below_quality += 1
             continue
         original = strategy == "original"
@@ -422,12 +410,10 @@ def expand_pairs(
             "source_id": f"s{i}",
             "variant_of": None if original else src.question,
             "strategy": strategy,
-            "relevance": round(float(scores["relevance"][k]), 4),
-            "length_factor": round(float(scores["length_factor"][k]), 4),
-            "quality": round(float(scores["quality"][k]), 4),
-            "difficulty": round(float(difficulty[k]), 4),
-            "complexity": complexity(text, src.answer),
         }
+        for name in ("relevance", "length_factor", "quality", "difficulty"):
+            rec[name] = round(float(scores[name][k]), 4)
+        rec["complexity"] = complexity(text, src.answer)
         if src.split is not None:
             rec["split"] = src.split
         records.append(rec)
@@ -437,4 +423,4 @@ def expand_pairs(
             strategies[strategy] += 1
             report.n_variants += 1
     report.variants_by_strategy = dict(strategies)
-    return records, report
+    return records

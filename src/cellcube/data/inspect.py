@@ -5,9 +5,9 @@
 * counts: pairs, distinct questions and answers, originals vs synthetic variants, per domain,
   per pinned split;
 * question and answer lengths in words (histograms);
-* quality scores (histogram): the file's own ``quality`` field when every record has one (as
-  ``cellcube data expand`` writes), else computed by the teacher
-  (:func:`cellcube.data.expand.quality_scores`);
+* quality scores (histogram): the pairs' own ``quality`` (read from the file's ``quality`` field)
+  when every pair has one (as ``cellcube data expand`` writes), else computed by the teacher
+  (:func:`cellcube.data.quality.quality_scores`);
 * duplicates: exact (repeated question with different answers, repeated answers) and near
   (question pairs at teacher cosine >= ``near_threshold``), with examples;
 * the teacher's identity baseline: MRR and Recall@k of retrieving each pair's answer among all
@@ -20,7 +20,6 @@ Outputs under ``--out``: ``summary.md``, ``summary.json``, ``lengths.png``, ``qu
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,47 +28,42 @@ from typing import Any
 import numpy as np
 import torch
 
-from cellcube.data.expand import Embedder, quality_scores
-from cellcube.data.pairs import QAPair
+from cellcube.data.quality import Embedder, quality_scores, unit_rows
+from cellcube.data.records import QAPair
 from cellcube.errors import DataError
 from cellcube.eval.metrics import retrieval_metrics
+from cellcube.eval.similarity import cosine_blocks
 from cellcube.io import atomic_open, write_json, write_text
 
-__all__ = ["inspect_pairs", "read_qualities", "render_markdown", "write_inspection"]
+__all__ = ["inspect_pairs", "near_duplicates", "render_markdown", "write_inspection"]
 
 
-def read_qualities(path: Path, n: int) -> list[float] | None:
-    """The ``quality`` field of every record of a JSONL file, or None when any record lacks one
-    (or the file is not JSONL / has another number of records than the ``n`` pairs read)."""
-    if path.is_dir() or path.suffix.lower() not in (".jsonl", ".ndjson"):
-        return None
-    out = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line).get("quality")
-        except (ValueError, AttributeError):
-            return None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return None
-        out.append(float(value))
-    return out if len(out) == n else None
+def near_duplicates(vectors: torch.Tensor, threshold: float) -> list[tuple[float, int, int]]:
+    """Every pair of rows ``i < j`` of ``vectors`` at cosine >= ``threshold``, as
+    ``(cosine, i, j)``, most similar first (ties in row-major order); computed in blocks, never
+    as a dense n x n matrix."""
+    n = vectors.shape[0]
+    found: list[tuple[float, int, int]] = []
+    for start, block in cosine_blocks(vectors, vectors):
+        rows = torch.arange(start, start + block.shape[0])
+        mask = (torch.arange(n)[None, :] > rows[:, None]) & (block >= threshold)
+        i, j = mask.nonzero(as_tuple=True)
+        found += zip(block[i, j].tolist(), (i + start).tolist(), j.tolist(), strict=True)
+    return sorted(found, key=lambda t: -t[0])
 
 
 def inspect_pairs(
     pairs: Sequence[QAPair],
     embed: Embedder,
     *,
-    qualities: Sequence[float] | None = None,
     near_threshold: float = 0.95,
     ks: Sequence[int] = (1, 10),
     examples: int = 5,
 ) -> dict[str, Any]:
     """Measure ``pairs`` (see the module docstring); returns the summary as plain JSON data.
 
-    ``embed`` turns texts into embeddings (the teacher). ``qualities``, when given, are used as
-    the quality scores instead of computing them.
+    ``embed`` turns texts into embeddings (the teacher). When every pair carries a ``quality``
+    (read from its file), those are the quality scores; otherwise the teacher computes them.
     """
     if not pairs:
         raise DataError("nothing to inspect: no pairs")
@@ -77,34 +71,26 @@ def inspect_pairs(
     answers = list(dict.fromkeys(p.answer for p in pairs))
     texts = list(dict.fromkeys([*questions, *answers]))
     row = {t: i for i, t in enumerate(texts)}
-    vecs = np.asarray(embed(texts), dtype=np.float64)
-    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    vecs = unit_rows(embed(texts))
     q = vecs[[row[t] for t in questions]]
     bank = vecs[[row[t] for t in answers]]
     a_row = {t: i for i, t in enumerate(answers)}
     aid = np.array([a_row[p.answer] for p in pairs])
 
-    if qualities is None:
+    if all(p.quality is not None for p in pairs):
+        quality = np.array([p.quality for p in pairs], dtype=np.float64)
+        quality_source = "from the file's 'quality' field"
+    else:
         scores = quality_scores(q, aid, bank, questions, [p.answer for p in pairs])
         quality = scores["quality"]
         quality_source = "computed by the teacher"
-    else:
-        quality = np.asarray(qualities, dtype=np.float64)
-        quality_source = "from the file's 'quality' field"
 
     q_counts = Counter(questions)
     a_counts = Counter(p.answer for p in pairs)
-    sims = q @ q.T
-    iu = np.triu_indices(len(questions), k=1)
-    near = np.flatnonzero(sims[iu] >= near_threshold)
-    order = near[np.argsort(-sims[iu][near], kind="stable")]
+    near = near_duplicates(torch.from_numpy(q), near_threshold)
     near_examples = [
-        {
-            "a": questions[int(iu[0][k])],
-            "b": questions[int(iu[1][k])],
-            "cosine": round(float(sims[iu][k]), 4),
-        }
-        for k in order[:examples]
+        {"a": questions[i], "b": questions[j], "cosine": round(cos, 4)}
+        for cos, i, j in near[:examples]
     ]
     identity = retrieval_metrics(
         torch.from_numpy(q).float(),

@@ -1,57 +1,66 @@
-"""Importing question/answer pairs from user files: pairs, conversations and whole directories.
+"""The one reader stack: question/answer pairs from user files and directories.
 
-:mod:`cellcube.data.pairs` reads one pair file strictly. This module is what ``data.path`` and
-``cellcube data import`` go through; it adds
+Everything that reads user data goes through :func:`read_path`: training (``data.path``),
+``cellcube data import | expand | inspect`` and the decoder's phrase-bank file. Formats, chosen
+by suffix (case-insensitive):
 
+* **pair records** in JSON Lines (``.jsonl``/``.ndjson``, one object per line) or CSV/TSV
+  (``.csv``/``.tsv``, a header row naming the columns): ``data.question_field`` and
+  ``data.answer_field`` name the two texts; optional metadata ``domain``, ``variant_of`` (the
+  source question of a synthetic variant, see :mod:`cellcube.data.expand`), ``split``
+  (``train``/``val``/``test``, pinning the pair's split) and ``quality`` (a number);
 * **multi-turn conversations**: every two consecutive turns make a pair (turn i is the question,
-  turn i+1 its answer), optionally carrying the ``context_turns`` turns before the question.
-  Formats: a JSONL record ``{"turns": ["...", "...", ...]}`` or
-  ``{"messages": [{"role": "user", "content": "..."}, ...]}`` (``system`` messages are not
-  turns), and YAML (``.yml``/``.yaml``) in the chatterbot layout
-  ``conversations: [[turn, turn, ...], ...]``;
-* **pair records with metadata**: JSONL/CSV/TSV pairs may carry ``domain``, ``variant_of`` (the
-  source question of a synthetic variant, see :mod:`cellcube.data.expand`) and ``split``
-  (``train``/``val``/``test``, pinning the pair's split);
+  turn i+1 its answer), carrying up to ``data.context_turns`` turns before the question. A JSONL
+  record ``{"turns": ["...", "...", ...]}`` or ``{"messages": [{"role": "user", "content":
+  "..."}, ...]}`` (``system`` messages are not turns), or YAML (``.yml``/``.yaml``) in the
+  chatterbot layout ``conversations: [[turn, turn, ...], ...]``;
 * **directories**: every supported file below the directory (recursively, in path order; hidden
-  files and other suffixes are listed in the report as ignored);
-* **skip mode**: by default the first malformed record raises one :class:`DataError` naming
-  ``file:line`` and the fault. With ``skip_invalid=True`` malformed records (and unreadable
-  files) are skipped instead and every skip is counted in the :class:`ImportReport`, by reason
-  and with its ``file:line``: nothing is lost silently.
+  files are skipped and other suffixes listed in the report as ignored).
 
-Exact duplicate pairs are dropped (first kept) and counted in the report too.
+Strict mode (the default) raises one :class:`~cellcube.errors.DataError` line at the first
+malformed record, naming ``file:line`` and the field. Skip mode (``data.skip_invalid``) skips
+malformed records and unreadable files instead and lists every skip in the
+:class:`ImportReport`, by reason and with its ``file:line``: nothing is lost silently. Texts are
+stripped; exact duplicate (question, answer) pairs are dropped (first kept) and counted.
+
+Example::
+
+    from cellcube.config import DataConfig
+    from cellcube.data import read_path
+
+    pairs, report = read_path("my_data/", DataConfig(skip_invalid=True))
+    print(report.summary())  # "120 pairs from 3 file(s); 2 malformed record(s) skipped (...)"
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cellcube.data.pairs import QAPair, _one_line, _read_text, _type_name, _unique_object
+from cellcube.config import DataConfig
+from cellcube.data.conversations import conversation_pairs, read_yaml, record_turns
+from cellcube.data.parse import (
+    BadRecord,
+    one_line,
+    optional_number,
+    optional_text,
+    parse_json_object,
+    read_bytes,
+    read_text,
+    text_field,
+)
+from cellcube.data.records import QAPair, dedupe
+from cellcube.data.split import SPLIT_NAMES
 from cellcube.errors import DataError
 
-__all__ = ["IMPORT_SUFFIXES", "ImportReport", "Skip", "fold_context", "import_path"]
+__all__ = ["IMPORT_SUFFIXES", "ImportReport", "Skip", "fold_context", "read_path"]
 
 IMPORT_SUFFIXES: tuple[str, ...] = (".jsonl", ".ndjson", ".csv", ".tsv", ".yml", ".yaml")
-_SPLITS = ("train", "val", "test")
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-class _Bad(Exception):
-    """One malformed record: ``reason`` is its category (for counts), ``message`` the full line."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class Skip:
 
 @dataclass
 class ImportReport:
-    """What an import read, kept and skipped; :meth:`summary` is the line shown to users."""
+    """What a read found, kept and skipped; :meth:`summary` is the line shown to users."""
 
     files: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
@@ -105,73 +114,45 @@ class ImportReport:
         }
 
 
-def import_path(
-    path: str | Path,
-    *,
-    question_field: str = "question",
-    answer_field: str = "answer",
-    context_turns: int = 0,
-    skip_invalid: bool = False,
+def read_path(
+    path: str | Path, data: DataConfig | None = None
 ) -> tuple[list[QAPair], ImportReport]:
     """Read pairs from a file or a directory of files (see the module docstring for formats).
 
-    ``question_field``/``answer_field`` name the JSON keys / CSV columns of pair records;
-    ``context_turns`` is how many previous turns a conversation pair carries in ``context``.
-    Strict mode raises :class:`DataError` at the first malformed record; ``skip_invalid`` skips
-    and reports it. No pair at all is a DataError in both modes.
+    Args:
+        path: a data file or a directory.
+        data: the validated data config; its ``question_field``, ``answer_field``,
+            ``context_turns`` and ``skip_invalid`` apply (``DataConfig()`` when None).
+
+    Returns:
+        The pairs (conversation context not yet folded, see :func:`fold_context`) and the
+        report of files read, duplicates dropped and records skipped.
+
+    Raises:
+        DataError: a missing path, an unsupported file, no pair at all (in both modes), or in
+            strict mode the first malformed record or unreadable file.
     """
-    if context_turns < 0:
-        raise DataError(f"context_turns must be >= 0, got {context_turns}")
+    data = data if data is not None else DataConfig()
     root = Path(path).expanduser()
+    if "\x00" in str(root):
+        raise DataError(f"{str(root)!r}: invalid file name (NUL byte)")
     report = ImportReport()
-    if root.is_dir():
-        files = []
-        for f in sorted(root.rglob("*")):
-            rel = f.relative_to(root)
-            if not f.is_file() or any(part.startswith(".") for part in rel.parts):
-                continue
-            if f.suffix.lower() in IMPORT_SUFFIXES:
-                files.append(f)
-            else:
-                report.ignored_files.append(str(f))
-        if not files:
-            raise DataError(
-                f"{root}: no data files in directory (supported: {', '.join(IMPORT_SUFFIXES)})"
-            )
-    else:
-        if not root.exists():
-            raise DataError(f"{root}: no such file")
-        if root.suffix.lower() not in IMPORT_SUFFIXES:
-            raise DataError(
-                f"{root}: unsupported data file type {root.suffix.lower() or '(no suffix)'!r} "
-                f"(supported: {', '.join(IMPORT_SUFFIXES)})"
-            )
-        files = [root]
-    opts = _Options(question_field, answer_field, context_turns)
     pairs: list[QAPair] = []
-    for f in files:
+    for f in _data_files(root, report):
         report.files.append(str(f))
         try:
-            for item in _read_file(f, opts):
-                if isinstance(item, _Bad):
-                    if not skip_invalid:
-                        raise DataError(item.message)
-                    report.skipped.append(
-                        Skip(item.message.split(": ", 1)[0], item.reason, item.message)
-                    )
-                else:
+            for item in _read_file(f, data):
+                if isinstance(item, QAPair):
                     pairs.append(item)
-        except DataError as exc:  # a problem with the whole file (encoding, header, YAML syntax)
-            if not skip_invalid:
+                elif data.skip_invalid:
+                    report.skipped.append(Skip(item.where, item.reason, item.message))
+                else:
+                    raise DataError(item.message)
+        except DataError as exc:  # a whole-file problem (encoding, header, YAML syntax)
+            if not data.skip_invalid:
                 raise
             report.skipped.append(Skip(str(f), "unreadable file", str(exc)))
-    unique = list(dict.fromkeys(pairs))  # QAPair equality: (question, answer, origin)
-    seen: set[tuple[str, str]] = set()
-    kept: list[QAPair] = []
-    for p in unique:
-        if (p.question, p.answer) not in seen:
-            seen.add((p.question, p.answer))
-            kept.append(p)
+    kept = dedupe(pairs)
     report.n_duplicates = len(pairs) - len(kept)
     report.n_pairs = len(kept)
     if not kept:
@@ -191,178 +172,110 @@ def fold_context(pairs: list[QAPair]) -> list[QAPair]:
     ]
 
 
-# --------------------------------------------------------------------------------------------
-# Readers: each yields QAPair or _Bad per record; a whole-file problem raises DataError.
-# --------------------------------------------------------------------------------------------
+def _data_files(root: Path, report: ImportReport) -> list[Path]:
+    """The files to read under ``root`` (itself when a file); other suffixes go to the report."""
+    if not root.is_dir():
+        if not root.exists():
+            raise DataError(f"{root}: no such file")
+        if root.suffix.lower() not in IMPORT_SUFFIXES:
+            raise DataError(
+                f"{root}: unsupported data file type {root.suffix.lower() or '(no suffix)'!r} "
+                f"(supported: {', '.join(IMPORT_SUFFIXES)})"
+            )
+        return [root]
+    files = []
+    for f in sorted(root.rglob("*")):
+        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(root).parts):
+            continue
+        if f.suffix.lower() in IMPORT_SUFFIXES:
+            files.append(f)
+        else:
+            report.ignored_files.append(str(f))
+    if not files:
+        raise DataError(
+            f"{root}: no data files in directory (supported: {', '.join(IMPORT_SUFFIXES)})"
+        )
+    return files
 
 
-@dataclass(frozen=True)
-class _Options:
-    question_field: str
-    answer_field: str
-    context_turns: int
-
-
-def _read_file(path: Path, opts: _Options) -> Iterator[QAPair | _Bad]:
+def _read_file(path: Path, data: DataConfig) -> Iterator[QAPair | BadRecord]:
+    """Every record of one file as a pair or a :class:`BadRecord`; a whole-file problem raises
+    :class:`DataError`."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path, opts)
+        yield from _read_jsonl(path, data)
     elif suffix in (".csv", ".tsv"):
-        yield from _read_csv(path, opts, "," if suffix == ".csv" else "\t")
+        yield from _read_csv(path, data, "," if suffix == ".csv" else "\t")
     else:
-        yield from _read_yaml(path, opts)
+        yield from read_yaml(path, data.context_turns)
 
 
-_MISSING = object()
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-def _text(where: str, value: object, name: str) -> str:
-    """``value`` stripped, or :class:`_Bad` naming ``name`` when it is not a usable text."""
-    if value is _MISSING:
-        raise _Bad("missing field", f"{where}: missing field '{name}'")
-    if not isinstance(value, str):
-        raise _Bad(
-            "wrong type", f"{where}: field '{name}' must be a string, got {_type_name(value)}"
-        )
-    text = value.strip()
-    if not text:
-        raise _Bad("empty field", f"{where}: field '{name}' is empty")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Bad(
-            "invalid unicode", f"{where}: field '{name}' is not valid Unicode (unpaired surrogate)"
-        ) from None
-    return text
-
-
-def _optional(where: str, record: dict[str, Any], name: str) -> str | None:
-    """An optional metadata field: absent, null or empty is None; another type is _Bad."""
-    value = record.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _text(where, value, name)
-
-
-def _pair(where: str, origin: str, record: dict[str, Any], opts: _Options) -> QAPair:
+def _pair(where: str, origin: str, record: dict[str, Any], data: DataConfig) -> QAPair:
     """A pair record (JSON object or CSV row) as a QAPair; metadata fields are optional."""
-    for name in (opts.question_field, opts.answer_field):
+    for name in (data.question_field, data.answer_field):
         if name not in record:
-            raise _Bad("missing field", f"{where}: missing field '{name}'")
-    question = _text(where, record[opts.question_field], opts.question_field)
-    answer = _text(where, record[opts.answer_field], opts.answer_field)
-    split = _optional(where, record, "split")
-    if split is not None and split not in _SPLITS:
-        raise _Bad(
-            "invalid split",
-            f"{where}: field 'split' must be one of train, val, test, got {split!r}",
+            raise BadRecord(where, "missing field", f"missing field '{name}'")
+    question = text_field(where, record[data.question_field], data.question_field)
+    answer = text_field(where, record[data.answer_field], data.answer_field)
+    split = optional_text(where, record, "split")
+    if split is not None and split not in SPLIT_NAMES:
+        raise BadRecord(
+            where, "invalid split", f"field 'split' must be one of train, val, test, got {split!r}"
         )
     return QAPair(
         question,
         answer,
         origin,
-        domain=_optional(where, record, "domain"),
-        variant_of=_optional(where, record, "variant_of"),
+        domain=optional_text(where, record, "domain"),
+        variant_of=optional_text(where, record, "variant_of"),
         split=split,
+        quality=optional_number(where, record, "quality"),
     )
 
 
-def _conversation_pairs(
-    turns: list[tuple[str, str | _Bad]], origin: str, opts: _Options
-) -> Iterator[QAPair | _Bad]:
-    """Consecutive-turn pairs of one conversation; a bad turn is yielded and breaks the chain.
+def _read_jsonl(path: Path, data: DataConfig) -> Iterator[QAPair | BadRecord]:
+    """JSON Lines: pair records and conversation records, one per line; blank lines skipped.
 
-    ``turns`` holds ``(where, text or _Bad)``. Context is the up to ``context_turns`` valid turns
-    before the question in the same unbroken run.
+    Lines are split on ``\\n`` only (``str.splitlines`` would also split on U+2028, which JSON
+    allows raw inside strings), and each line is decoded on its own, so one line of invalid
+    UTF-8 is one bad record.
     """
-    run: list[str] = []
-    for _, turn in turns:
-        if isinstance(turn, _Bad):
-            yield turn
-            run = []
-            continue
-        if run:
-            context = tuple(run[-1 - opts.context_turns : -1]) if opts.context_turns else ()
-            yield QAPair(run[-1], turn, origin, context=context)
-        run.append(turn)
-
-
-def _read_jsonl(path: Path, opts: _Options) -> Iterator[QAPair | _Bad]:
-    """JSON Lines: pair records and conversation records, one per line; blank lines skipped."""
-    raw = _read_bytes(path)
-    for lineno, line_bytes in enumerate(raw.split(b"\n"), start=1):
+    for lineno, line_bytes in enumerate(read_bytes(path).split(b"\n"), start=1):
         where = f"{path}:{lineno}"
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError:
-            yield _Bad("invalid UTF-8", f"{where}: invalid UTF-8")
+            yield BadRecord(where, "invalid UTF-8", "invalid UTF-8")
             continue
         if not line.strip():
             continue
+        origin = f"{path.name}:{lineno}"
         try:
-            record = _parse_json(where, line)
-            origin = f"{path.name}:{lineno}"
+            record = parse_json_object(where, line)
             if "turns" in record or "messages" in record:
-                yield from _conversation_pairs(_record_turns(where, record), origin, opts)
+                turns = record_turns(where, record)
+                yield from conversation_pairs(turns, origin, data.context_turns)
             else:
-                yield _pair(where, origin, record, opts)
-        except _Bad as bad:
+                yield _pair(where, origin, record, data)
+        except BadRecord as bad:
             yield bad
 
 
-def _parse_json(where: str, line: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line, object_pairs_hook=_unique_object)
-    except json.JSONDecodeError as exc:
-        raise _Bad("invalid JSON", f"{where}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise _Bad("invalid JSON", f"{where}: not valid JSON (nested too deeply)") from None
-    except ValueError as exc:  # _DuplicateKey, or an integer beyond Python's digit limit
-        if type(exc).__name__ == "_DuplicateKey":
-            raise _Bad(
-                "duplicate key", f"{where}: duplicate key {str(exc)!r} in one record"
-            ) from None
-        raise _Bad("invalid JSON", f"{where}: not valid JSON ({_one_line(str(exc))})") from None
-    if not isinstance(record, dict):
-        raise _Bad("not an object", f"{where}: expected a JSON object, got {_type_name(record)}")
-    return record
+def _csv_header(path: Path, row: list[str], data: DataConfig) -> list[str]:
+    """The column names of a header row; the two text columns must appear exactly once."""
+    header = [name.strip() for name in row]
+    for name in (data.question_field, data.answer_field):
+        count = header.count(name)
+        if count != 1:
+            problem = "missing column" if count == 0 else f"column appears {count} times:"
+            raise DataError(f"{path}: {problem} '{name}' (columns: {', '.join(header)})")
+    return header
 
 
-def _record_turns(where: str, record: dict[str, Any]) -> list[tuple[str, str | _Bad]]:
-    """The turns of a ``turns`` / ``messages`` record, each a text or a _Bad naming its index."""
-    key = "turns" if "turns" in record else "messages"
-    items = record[key]
-    if not isinstance(items, list):
-        raise _Bad("wrong type", f"{where}: field '{key}' must be a list, got {_type_name(items)}")
-    if len(items) < 2:
-        raise _Bad(
-            "short conversation", f"{where}: field '{key}' needs at least 2 turns, got {len(items)}"
-        )
-    out: list[tuple[str, str | _Bad]] = []
-    for i, item in enumerate(items):
-        name = f"{key}[{i}]"
-        try:
-            if key == "messages":
-                if not isinstance(item, dict):
-                    raise _Bad(
-                        "wrong type", f"{where}: {name} must be an object, got {_type_name(item)}"
-                    )
-                if item.get("role") == "system":
-                    continue
-                content = item.get("content", _MISSING)
-                out.append((where, _text(where, content, f"{name}.content")))
-            else:
-                out.append((where, _text(where, item, name)))
-        except _Bad as bad:
-            out.append((where, bad))
-    return out
-
-
-def _read_csv(path: Path, opts: _Options, delimiter: str) -> Iterator[QAPair | _Bad]:
-    """CSV/TSV pairs with a header row (column names from ``opts``); metadata columns optional."""
-    text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+def _read_csv(path: Path, data: DataConfig, delimiter: str) -> Iterator[QAPair | BadRecord]:
+    """CSV/TSV pairs with a header row. Fields may be quoted (RFC 4180); blank lines are
+    skipped; a record is reported at the physical line where it starts (the header is line 1)."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     start = 1
     while True:
@@ -372,82 +285,26 @@ def _read_csv(path: Path, opts: _Options, delimiter: str) -> Iterator[QAPair | _
             break
         except csv.Error as exc:
             # The csv module cannot resume inside a broken quoted field: the rest is unreadable.
-            raise DataError(
-                f"{path}:{reader.line_num}: malformed CSV ({_one_line(str(exc))})"
-            ) from None
+            where = f"{path}:{reader.line_num}"
+            raise DataError(f"{where}: malformed CSV ({one_line(str(exc))})") from None
         lineno, start = start, reader.line_num + 1
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         where = f"{path}:{lineno}"
         if header is None:
-            header = [name.strip() for name in row]
-            for name in (opts.question_field, opts.answer_field):
-                count = header.count(name)
-                if count != 1:
-                    problem = "missing column" if count == 0 else f"column appears {count} times:"
-                    raise DataError(f"{path}: {problem} '{name}' (columns: {', '.join(header)})")
-            continue
-        if len(row) > len(header):
-            yield _Bad(
+            header = _csv_header(path, row, data)
+        elif len(row) > len(header):
+            yield BadRecord(
+                where,
                 "too many columns",
-                f"{where}: expected {len(header)} columns, got {len(row)} "
+                f"expected {len(header)} columns, got {len(row)} "
                 f"(quote fields that contain {delimiter!r})",
             )
-            continue
-        try:
-            yield _pair(where, f"{path.name}:{lineno}", dict(zip(header, row, strict=False)), opts)
-        except _Bad as bad:
-            yield bad
+        else:
+            try:
+                record = dict(zip(header, row, strict=False))  # a short row lacks fields
+                yield _pair(where, f"{path.name}:{lineno}", record, data)
+            except BadRecord as bad:
+                yield bad
     if header is None:
         raise DataError(f"{path}: empty file (a header row is needed)")
-
-
-def _read_yaml(path: Path, opts: _Options) -> Iterator[QAPair | _Bad]:
-    """chatterbot-style YAML: ``conversations`` is a list of lists of turns (line per turn)."""
-    text = _read_text(path)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise DataError(f"{where}: {_one_line(problem)}") from None
-    except RecursionError:
-        raise DataError(f"{path}: invalid YAML (nested too deeply)") from None
-    convs = None
-    if isinstance(root, yaml.MappingNode):
-        for key, value in root.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == "conversations":
-                convs = value
-    if not isinstance(convs, yaml.SequenceNode):
-        raise DataError(f"{path}: expected a mapping with a 'conversations' list")
-    for conv in convs.value:
-        where = f"{path}:{conv.start_mark.line + 1}"
-        if not isinstance(conv, yaml.SequenceNode):
-            yield _Bad("wrong type", f"{where}: a conversation must be a list of turns")
-            continue
-        if len(conv.value) < 2:
-            yield _Bad("short conversation", f"{where}: a conversation needs at least 2 turns")
-            continue
-        turns: list[tuple[str, str | _Bad]] = []
-        for node in conv.value:
-            turn_where = f"{path}:{node.start_mark.line + 1}"
-            if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
-                try:
-                    turns.append((turn_where, _text(turn_where, node.value, "turn")))
-                except _Bad as bad:
-                    turns.append((turn_where, bad))
-                continue
-            # 42, true, null, a list or a mapping: not a turn of text.
-            kind = node.tag.rsplit(":", 1)[-1] if isinstance(node, yaml.ScalarNode) else node.id
-            message = f"{turn_where}: a turn must be a string, got {kind}"
-            turns.append((turn_where, _Bad("wrong type", message)))
-        yield from _conversation_pairs(turns, f"{path.name}:{conv.start_mark.line + 1}", opts)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw

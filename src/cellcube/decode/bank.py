@@ -2,7 +2,8 @@
 
 The cube outputs an embedding in the teacher's space; the decoder returns the bank phrases whose
 teacher embeddings have the highest cosine similarity to it. The bank is the run's answer texts
-or a user file (``.txt``: one phrase per line; ``.jsonl``: the ``answer`` field of each record).
+or a user file (``.txt``: one phrase per line; any data file :func:`cellcube.data.read_path`
+reads: the answers of its pairs).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from cellcube.data.pairs import load_pairs
+from cellcube.data.readers import read_path
 from cellcube.errors import DataError
+from cellcube.eval.similarity import topk_cosine, unit
 
 
 class PhraseBank:
@@ -26,23 +27,23 @@ class PhraseBank:
         if not phrases:
             raise DataError("phrase bank is empty")
         self.phrases = list(phrases)
-        self.embeddings = F.normalize(embeddings.float(), dim=-1)
+        self.embeddings = unit(embeddings)
 
     def search(self, queries: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-``k`` phrases and cosine scores for each row of ``queries`` (n, D), best first."""
-        scores = F.normalize(queries.float(), dim=-1) @ self.embeddings.T
-        top = scores.topk(min(k, len(self.phrases)), dim=-1)
+        scores, indices = topk_cosine(queries, self.embeddings, k)
         return [
-            [(self.phrases[i], s) for i, s in zip(idx.tolist(), val.tolist(), strict=True)]
-            for idx, val in zip(top.indices, top.values, strict=True)
+            [(self.phrases[i], s) for i, s in zip(idx, val, strict=True)]
+            for idx, val in zip(indices.tolist(), scores.tolist(), strict=True)
         ]
 
 
 def read_bank_file(path: str | Path) -> list[str]:
-    """Distinct phrases from a ``.txt`` file (one per line) or a Q&A file's answers."""
+    """Distinct phrases from a ``.txt`` file (one per line), else the answers of a data file or
+    directory read strictly by :func:`cellcube.data.read_path`."""
     p = Path(path)
     if p.suffix.lower() != ".txt":
-        return list(dict.fromkeys(pair.answer for pair in load_pairs(p)))
+        return list(dict.fromkeys(pair.answer for pair in read_path(p)[0]))
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 import torch
 
 from cellcube.config import Config
-from cellcube.data.pairs import Split
-from cellcube.embed.cache import embed_texts
-from cellcube.embed.encode import make_teacher, open_cache
+from cellcube.data.records import Split
+from cellcube.embed.encode import embed
 from cellcube.objectives.multiteacher import TeacherView, standardize
 
 SPLITS = ("train", "val", "test")
@@ -42,8 +41,7 @@ def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[st
 
     The primary teacher's embeddings fill each :class:`EmbeddedSplit`; every teacher of
     ``teachers.others`` adds a :class:`~cellcube.objectives.multiteacher.TeacherView` of the same
-    rows
-    (z-scored with train statistics when it has ``standardize``).
+    rows (z-scored with train statistics when it has ``standardize``).
     """
     parts = {name: getattr(split, name) for name in SPLITS}
     texts = list(
@@ -59,15 +57,10 @@ def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[st
             [row[t] for t in answers],
             answers,
         )
-    cache = open_cache(cfg)
-    try:
-        spaces = [
-            torch.from_numpy(embed_texts(make_teacher(t), texts, cache, progress=progress))
-            for t in (cfg.teacher, *cfg.teachers.others)
-        ]
-    finally:
-        if cache is not None:
-            cache.close()
+    spaces = [
+        torch.from_numpy(embed(texts, t, cfg.cache, progress=progress))
+        for t in (cfg.teacher, *cfg.teachers.others)
+    ]
     vectors, others = spaces[0], spaces[1:]
     out = {}
     for name, ps in parts.items():

@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cellcube.eval.similarity import true_ranks
+
 
 def teacher_difficulty(
     q: torch.Tensor, a: torch.Tensor, answer_ids: torch.Tensor, bank: torch.Tensor
@@ -30,9 +32,7 @@ def teacher_difficulty(
 
     A single pair gets difficulty 0.
     """
-    sims = F.normalize(q, dim=-1) @ F.normalize(bank, dim=-1).T
-    true = sims.gather(1, answer_ids[:, None])
-    rank = (sims > true).sum(1).double()  # 0 = the teacher already retrieves the answer first
+    rank = true_ranks(q, bank, answer_ids)[0].double()  # 1 = the teacher retrieves it first
     score = rank + (1 - F.cosine_similarity(q, a, dim=-1).double()) / 3  # tie-break in [0, 2/3]
     order = torch.argsort(torch.argsort(score, stable=True), stable=True).float()
     return order / max(len(order) - 1, 1)

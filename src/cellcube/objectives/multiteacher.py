@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from cellcube.eval.similarity import cosine_matrix, unit
 from cellcube.objectives.losses import CombinedLoss
 
 
@@ -48,7 +48,8 @@ class TeacherView:
     """A split as seen by one non-primary teacher: the same rows, in that teacher's space.
 
     ``q``/``a``: (n, D_t) question and answer embeddings; ``candidates``: (m, D_t) the split's
-    distinct answers, in the same order as the primary :class:`~cellcube.train.fit.EmbeddedSplit`.
+    distinct answers, in the same order as the primary
+    :class:`~cellcube.embed.splits.EmbeddedSplit`.
     """
 
     q: torch.Tensor
@@ -73,7 +74,7 @@ def standardize(views: dict[str, TeacherView], train: str = "train") -> dict[str
     mean, std = ref.mean(0), ref.std(0).clamp_min(1e-6)
 
     def z(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize((x - mean) / std, dim=-1)
+        return unit((x - mean) / std)
 
     return {k: TeacherView(z(v.q), z(v.a), z(v.candidates)) for k, v in views.items()}
 
@@ -82,7 +83,7 @@ def teacher_confidence(
     q: torch.Tensor, answer_ids: torch.Tensor, candidates: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """(n,) log-probability a teacher gives each pair's true answer among ``candidates``."""
-    sims = F.normalize(q.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T
+    sims = cosine_matrix(q, candidates)
     return torch.log_softmax(sims / temperature, dim=1).gather(1, answer_ids[:, None])[:, 0]
 
 
@@ -179,7 +180,7 @@ def ensemble_scores(
     teacher scoring in its own space."""
     total = None
     for p, c in zip(preds, candidates, strict=True):
-        s = F.normalize(p.float(), dim=-1) @ F.normalize(c.float(), dim=-1).T
+        s = cosine_matrix(p, c)
         total = s if total is None else total + s
     assert total is not None
     return total / len(preds)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from cellcube.eval.similarity import cosine_blocks, unit
 
 
 class NegativeMiner(nn.Module):
@@ -55,7 +56,8 @@ class NegativeMiner(nn.Module):
         self.hard = min(hard, m - 1)
         self.random = random if m > 1 else 0
         self.refresh_every, self.mine_by, self.seed = refresh_every, mine_by, seed
-        self.register_buffer("bank", F.normalize(bank, dim=-1), persistent=False)
+        self.register_buffer("answers", bank, persistent=False)  # as given: what mining ranks
+        self.register_buffer("bank", unit(bank), persistent=False)  # unit rows: the negatives
         self.register_buffer("answer_ids", answer_ids.clone(), persistent=False)
         self.register_buffer("mined", torch.zeros(len(answer_ids), self.hard, dtype=torch.long))
         self.register_buffer("mined_at", torch.tensor(-1))
@@ -70,10 +72,12 @@ class NegativeMiner(nn.Module):
 
     @torch.no_grad()
     def mine(self, queries: torch.Tensor, epoch: int) -> None:
-        """Keep, per pair, the ``hard`` bank answers most similar to ``queries`` (n, D) row."""
-        sims = F.normalize(queries, dim=-1) @ self.bank.T
-        sims[torch.arange(len(sims)), self.answer_ids] = -torch.inf
-        self.mined.copy_(sims.topk(self.hard, dim=1).indices)
+        """Keep, per pair, the ``hard`` bank answers most similar to ``queries`` (n, D) row (by
+        cosine, in blocks of rows: memory ``O(block * m)``), never the pair's own answer."""
+        for start, sims in cosine_blocks(queries, self.answers):
+            rows = slice(start, start + sims.shape[0])
+            sims[torch.arange(sims.shape[0]), self.answer_ids[rows]] = -torch.inf
+            self.mined[rows] = sims.topk(self.hard, dim=1).indices
         self.mined_at.fill_(epoch)
 
     def sample(self, rows: torch.Tensor, epoch: int, batch_idx: int) -> torch.Tensor:

@@ -1,1 +1,2 @@
-"""The end-to-end job and the run directory."""
+"""The end-to-end job (:mod:`cellcube.run.pipeline`) and the run directory
+(:mod:`cellcube.run.rundir`)."""

@@ -1,1 +1,2 @@
-"""Training with Lightning: the module, the loop, checkpoints, guards, data parallelism."""
+"""Training with Lightning: ``fit`` (the Trainer), ``module`` (the LightningModule),
+``datamodule`` (batches), ``checkpoints`` (safe checkpoint files), ``guards``, ``distributed``."""

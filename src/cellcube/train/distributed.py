@@ -11,11 +11,12 @@ them behave as ONE run:
   writing every file, evaluation) and hands its result to every rank; an exception on rank 0 is
   raised on every rank, so no rank is left waiting for the others.
 * :func:`trainer_kwargs` turns Lightning's Trainer into a DDP trainer, and
-  :class:`~cellcube.train.fit.EpochSeededSampler` gives each rank its slice of every GLOBAL batch
-  (``train.batch_size`` rows, ``batch_size / WORLD_SIZE`` per rank) of the same seeded
-  permutation a single process uses.
-* :func:`gather_batch` reassembles the global batch before the loss, the model's predictions
-  WITH their gradient (:class:`_GatherWithGrad`). Every rank then computes
+  :class:`~cellcube.train.datamodule.EpochSeededSampler` gives each rank its slice of every
+  GLOBAL batch (``train.batch_size`` rows, ``batch_size / WORLD_SIZE`` per rank) of the same
+  seeded permutation a single process uses.
+* :func:`gather_batch` reassembles the global batch before the loss through Lightning's
+  ``all_gather``, the model's predictions WITH their gradient (``sync_grads=True``: the
+  backward sums every rank's gradient for each row). Every rank then computes
   the same loss over the global batch, exactly the single-process loss: InfoNCE sees all
   ``train.batch_size`` in-batch negatives, and mined and random negatives, curriculum weights and
   other teachers' targets are looked up by the global rows. Gradient scale: the gather's backward
@@ -34,7 +35,7 @@ import os
 import pickle
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -42,6 +43,7 @@ import torch.distributed as dist
 from cellcube.errors import CellcubeError, ConfigError, DataError
 
 __all__ = [
+    "AllGather",
     "PeerFailed",
     "check_batch_size",
     "gather_batch",
@@ -227,44 +229,28 @@ def on_rank_zero(fn: Callable[[], T]) -> T:
     return payload
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """``all_gather`` whose backward hands each rank the SUM over ranks of its rows' gradients.
+class AllGather(Protocol):
+    """Anything with Lightning's ``all_gather``: a ``LightningModule`` in a Trainer, or a
+    ``DDPStrategy`` (both end in ``lightning.fabric``'s gather, which returns ``(world, ...)``)."""
 
-    Every rank computes the same loss of the gathered batch, so rank ``r``'s rows get ``W``
-    identical gradient contributions; summing them (an ``all_reduce``, which gloo and nccl both
-    have) and letting DDP average the parameter gradients gives the single-process gradient.
-    (``torch.distributed.nn.functional.all_gather`` does the same but is deprecated.)
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
-        return _all_gather(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any: ...
 
 
-def _all_gather(x: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``x`` (same shape on all ranks) concatenated along dim 0, in rank order."""
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
-
-
-def gather_batch(pred: torch.Tensor, *data: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def gather_batch(
+    gatherer: AllGather, pred: torch.Tensor, *data: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """The global batch from every rank's slice, in rank order: ``(pred, *data)``.
 
-    ``pred`` keeps its gradient (see the module docstring for why the update then equals the
-    single-process one); ``data`` (answers, ids, row indices) are plain copies. Identity in a
-    single process.
+    Gathered with Lightning's ``all_gather``; ``pred`` with ``sync_grads=True``, so it keeps its
+    gradient: the backward hands each rank the SUM over ranks of its rows' gradients (see the
+    module docstring for why the update then equals the single-process one); ``data`` (answers,
+    ids, row indices) are plain copies. Identity in a single process.
     """
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return (pred, *data)
-    return (_GatherWithGrad.apply(pred), *(_all_gather(t) for t in data))
+    gathered = [gatherer.all_gather(pred, sync_grads=True)]
+    gathered += [gatherer.all_gather(t) for t in data]
+    return tuple(t.flatten(0, 1) for t in gathered)
 
 
 def skipped_step(module: torch.nn.Module) -> torch.Tensor | None:

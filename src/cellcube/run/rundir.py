@@ -1,0 +1,230 @@
+"""The run directory: every path and file of a run, read and written in one place.
+
+A run directory holds everything needed to evaluate or query a run again::
+
+    RUN/config.yaml                          the resolved, validated config
+    RUN/pairs.jsonl                          every pair with its split (train / val / test);
+                                             train pairs also with their curriculum difficulty
+    RUN/models/<name>/checkpoints/best.ckpt  the best epoch by validation MRR (cube, mlp,
+    RUN/models/<name>/checkpoints/last.ckpt  cube_0_steps), the last epoch (for --resume),
+    RUN/models/<name>/logs/                  Lightning's CSV and TensorBoard logs,
+    RUN/models/<name>/DONE                   and a marker written once the model is trained
+    RUN/models/ridge.pt                      the ridge baseline (alpha chosen on validation)
+    RUN/report.json                          test metrics of every model
+    RUN/plots/training.png                   validation MRR and training loss per epoch
+
+No other module spells these paths: the pipeline, evaluation and answering go through
+:class:`RunDir`. Every file is written atomically (:mod:`cellcube.io`), and every reading error is
+one :class:`~cellcube.errors.CheckpointError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pickle
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cellcube.config import Config, dump_config, load_config
+from cellcube.data.records import QAPair, Split, pair_from_record, pair_to_record
+from cellcube.embed.splits import SPLITS
+from cellcube.errors import CheckpointError
+from cellcube.io import (
+    atomic_open,
+    remove_stale_temps,
+    run_lock,
+    write_json,
+    write_text,
+    write_torch,
+)
+from cellcube.models.baselines import Ridge, build_model
+from cellcube.train.checkpoints import load_heads, load_weights
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """The files of one trained model of a run (``RUN/models/<name>/``)."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        """The checkpoint of the best validation MRR: what evaluation and answering load."""
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        """The checkpoint of the last finished epoch: what ``--resume`` continues from."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def metrics_csv(self) -> Path:
+        """Lightning's CSV log: one row per logged epoch."""
+        return self.logs / "metrics.csv"
+
+    @property
+    def done(self) -> Path:
+        """The marker of a model whose training finished."""
+        return self.root / "DONE"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory (see the module docstring for its layout) and its reading and writing.
+
+    Example::
+
+        run = RunDir(Path("runs/demo"))
+        cfg = run.read_config()
+        split = run.read_pairs()
+        cube = run.load_model("cube", cfg, dim=384)
+    """
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs.jsonl"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def ridge(self) -> Path:
+        return self.models / "ridge.pt"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "plots" / "training.png"
+
+    def model(self, name: str) -> ModelDir:
+        """The directory of trained model ``name`` (``cube``, ``mlp``, ``cube_0_steps``)."""
+        return ModelDir(self.models / name)
+
+    # -- the run as a whole ---------------------------------------------------------------------
+
+    def holds_run(self) -> bool:
+        """Whether a run was already started here (its config.yaml exists)."""
+        return self.config.exists()
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the run directory's lock (:func:`cellcube.io.run_lock`) for the body, after
+        removing the temporary files a killed earlier process left behind."""
+        with run_lock(self.root):
+            remove_stale_temps(self.root)
+            yield
+
+    def start(self, cfg: Config, split: Split, difficulty: torch.Tensor) -> None:
+        """Begin a fresh run: old models removed, then pairs.jsonl and config.yaml written."""
+        shutil.rmtree(self.models, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.write_pairs(split, difficulty)
+        self.write_config(cfg)
+
+    # -- config.yaml ----------------------------------------------------------------------------
+
+    def read_config(self, overrides: Sequence[str] = ()) -> Config:
+        """The run's resolved config, with ``--set`` style ``overrides`` applied."""
+        self._require(self.config)
+        return load_config(self.config, overrides)
+
+    def write_config(self, cfg: Config) -> None:
+        write_text(self.config, dump_config(cfg))
+
+    # -- pairs.jsonl ----------------------------------------------------------------------------
+
+    def write_pairs(self, split: Split, difficulty: torch.Tensor) -> None:
+        """One JSON line per pair with its split and every field of the pair
+        (:func:`cellcube.data.records.pair_to_record`); train pairs also carry
+        their curriculum ``difficulty`` (see
+        :func:`cellcube.objectives.curriculum.teacher_difficulty`)."""
+        with atomic_open(self.pairs, "w") as fh:
+            for name in SPLITS:
+                for i, pair in enumerate(getattr(split, name)):
+                    rec = pair_to_record(pair, name)
+                    if name == "train":
+                        rec["difficulty"] = round(float(difficulty[i]), 4)
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    def read_pairs(self) -> Split:
+        """The run's own split, every pair field kept (what resume, evaluate and ask use)."""
+        self._require(self.pairs)
+        buckets: dict[str, list[QAPair]] = {name: [] for name in SPLITS}
+        with self.pairs.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    rec = json.loads(line)
+                    buckets[rec["split"]].append(pair_from_record(rec))
+                except (ValueError, KeyError, TypeError):
+                    raise CheckpointError(f"{self.pairs}:{n}: corrupt run record") from None
+        return Split(**buckets)
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def is_done(self, name: str) -> bool:
+        return self.model(name).done.exists()
+
+    def mark_done(self, name: str) -> None:
+        write_text(self.model(name).done, "")
+
+    def load_model(self, name: str, cfg: Config, dim: int) -> nn.Module:
+        """Trained model ``name`` from its best checkpoint, in eval mode."""
+        return load_weights(build_model(name, dim, cfg), self.model(name).best)
+
+    def load_heads(self) -> dict[str, nn.Linear]:
+        """The cube's projection heads into the other teachers' spaces (multi-teacher runs)."""
+        return load_heads(self.model("cube").best)
+
+    def write_ridge(self, ridge: Ridge) -> None:
+        write_torch(self.ridge, ridge.state_dict())
+
+    def load_ridge(self) -> Ridge:
+        """The ridge baseline; tensors only (``weights_only=True``): a pickle is refused."""
+        try:
+            state = torch.load(self.ridge, map_location="cpu", weights_only=True)
+            return Ridge(**state)
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.ridge}: no such file") from None
+        except pickle.UnpicklingError:
+            raise CheckpointError(
+                f"{self.ridge}: refused: the file holds Python objects other than tensors and "
+                "plain data; nothing in it was run"
+            ) from None
+        except Exception as exc:
+            raise CheckpointError(
+                f"{self.ridge}: corrupt ridge baseline ({exc.__class__.__name__})"
+            ) from None
+
+    # -- report ---------------------------------------------------------------------------------
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        write_json(self.report, report)
+
+    def _require(self, path: Path) -> None:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; is {self.root} a cellcube run directory?")
