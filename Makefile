@@ -41,7 +41,7 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
-# Performance suite -> benchmarks/results.json + benchmarks/memory_vs_steps.png (README "Benchmark").
+# Performance suite -> benchmarks/results.json + benchmarks/memory_vs_steps.png (docs/benchmark.md).
 # e.g. make bench BENCH_ARGS="--threads 1 --compile"
 BENCH_ARGS ?=
 bench: install

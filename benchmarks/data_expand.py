@@ -40,9 +40,10 @@ import numpy as np
 from cellcube.config import load_config
 from cellcube.data import QAPair, load_builtin, split_pairs
 from cellcube.data.expand import ExpandOptions, expand_pairs
-from cellcube.embed.cache import embed_texts
-from cellcube.embed.encode import make_teacher, open_cache
+from cellcube.embed.encode import embed as embed_with
+from cellcube.embed.teachers import load_teacher
 from cellcube.io import atomic_open, write_json
+from cellcube.run.rundir import RunDir
 
 CONDITIONS = (
     "original",
@@ -64,24 +65,20 @@ def build_sets(seed: int, out: Path, config: str, drop: float) -> dict[str, Path
     """Write the four training-set files of one seed; returns condition -> file."""
     cfg = load_config(config)
     split = split_pairs(load_builtin("tech"), cfg.data, seed)
-    teacher, cache = make_teacher(cfg), open_cache(cfg)
-    try:
+    teacher = load_teacher(cfg.teacher)
 
-        def embed(texts: list[str]) -> np.ndarray:
-            return embed_texts(teacher, texts, cache)
+    def embed(texts: list[str]) -> np.ndarray:
+        return embed_with(texts, teacher, cfg.cache)
 
-        expanded, report = expand_pairs(split.train, embed, ExpandOptions())
-        scored, _ = expand_pairs(split.train, embed, ExpandOptions(variants=0))
-        n_drop = round(drop * len(split.train))
-        broken = np.random.default_rng(seed + 1000).permutation(len(split.train))[:n_drop]
-        noisy_pairs = list(split.train)
-        for k, i in enumerate(broken):  # rotate the answers among the chosen pairs
-            source = split.train[int(broken[(k + 1) % len(broken)])]
-            noisy_pairs[int(i)] = QAPair(split.train[int(i)].question, source.answer, "noisy")
-        noisy_scored, _ = expand_pairs(noisy_pairs, embed, ExpandOptions(variants=0))
-    finally:
-        if cache is not None:
-            cache.close()
+    expanded, report = expand_pairs(split.train, embed, ExpandOptions())
+    scored, _ = expand_pairs(split.train, embed, ExpandOptions(variants=0))
+    n_drop = round(drop * len(split.train))
+    broken = np.random.default_rng(seed + 1000).permutation(len(split.train))[:n_drop]
+    noisy_pairs = list(split.train)
+    for k, i in enumerate(broken):  # rotate the answers among the chosen pairs
+        source = split.train[int(broken[(k + 1) % len(broken)])]
+        noisy_pairs[int(i)] = QAPair(split.train[int(i)].question, source.answer, "noisy")
+    noisy_scored, _ = expand_pairs(noisy_pairs, embed, ExpandOptions(variants=0))
     held = [_record(p, "val") for p in split.val] + [_record(p, "test") for p in split.test]
     train = [_record(p, "train") for p in split.train]
     n_drop = round(drop * len(train))
@@ -119,7 +116,7 @@ def build_sets(seed: int, out: Path, config: str, drop: float) -> dict[str, Path
 
 
 def _train(config: str, data: Path, run: Path, seed: int) -> dict[str, Any]:
-    report = run / "report.json"
+    report = RunDir(run).report
     if not report.exists():
         cmd = [sys.executable, "-m", "cellcube", "train", "--config", config, "--out", str(run)]
         cmd += ["--overwrite", "--set", f"data.path={data}", "--set", f"seed={seed}"]
@@ -134,8 +131,7 @@ def _train(config: str, data: Path, run: Path, seed: int) -> dict[str, Any]:
 
 
 def _test_questions(run: Path) -> list[str]:
-    rows = [json.loads(line) for line in (run / "pairs.jsonl").open(encoding="utf-8")]
-    return sorted(r["question"] for r in rows if r["split"] == "test")
+    return sorted(p.question for p in RunDir(run).read_pairs().test)
 
 
 def main() -> None:

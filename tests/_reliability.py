@@ -3,7 +3,8 @@
 Each test calls :func:`record` with what it actually did (kill points, examples, files checked);
 the entries are merged into ``reliability_report.json`` in pytest's temporary base directory (or
 in ``$CELLCUBE_RELIABILITY_REPORT`` when set), and ``conftest.py`` prints its path and contents
-at the end of the session. The README's "Reliability" table quotes this report.
+at the end of the session. The "Faults the test suite injects" table of docs/reliability.md
+quotes this report.
 """
 
 from __future__ import annotations

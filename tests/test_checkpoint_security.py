@@ -22,7 +22,7 @@ import torch
 
 from cellcube.cli.main import main
 from cellcube.config import load_config
-from cellcube.data.pairs import load_builtin
+from cellcube.data import load_builtin
 from cellcube.errors import CheckpointError
 from cellcube.models.baselines import build_model
 from cellcube.train.checkpoints import (

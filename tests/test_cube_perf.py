@@ -3,18 +3,18 @@
 Two fast paths run the update of :class:`cellcube.models.cube.CellRule` differently: the in-place
 blocked kernels of inference (:mod:`cellcube.models.kernels`) and the cones, which skip cells
 (:mod:`cellcube.models.cones`). Each is compared with the readable rule at weights drawn with
-``gain=1`` (:func:`benchmarks.bench_cube.make_cube`), where the part of every output that depends
-on its own input (:func:`benchmarks.bench_cube.input_signal`) is of order 1, and the error is
-measured relative to that part: a path that mixed up rows, or scaled its input, would be off by
-about 1 where float rounding is about 1e-6. The benchmark's FLOP and memory accounting is checked
-against torch's own counters.
+``gain=1`` (:func:`benchmarks.cube_workloads.make_cube`), where the part of every output that
+depends on its own input (:func:`benchmarks.cube_workloads.input_signal`) is of order 1, and the
+error is measured relative to that part: a path that mixed up rows, or scaled its input, would be
+off by about 1 where float rounding is about 1e-6. The benchmark's FLOP and memory accounting is
+checked against torch's own counters.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from benchmarks.bench_cube import (
+from benchmarks.cube_workloads import (
     activation_bytes,
     cube_config,
     forward_flops,

@@ -1,16 +1,16 @@
 """The cube as it trains equals a per-cell loop of the rule: values and gradients.
 
-The per-cell reference is :func:`benchmarks.bench_cube.per_cell_forward` (one embedding at a time,
-each cell gathering its neighbours one by one: also the benchmark's baseline). The weights are
-drawn at ``gain=1`` (:func:`benchmarks.bench_cube.make_cube`), where the part of each output that
-depends on its own input is of order 1, so a tolerance of 1e-4 of it sees any mix-up.
+The per-cell reference is :func:`benchmarks.cube_workloads.per_cell_forward` (one embedding at a
+time, each cell gathering its neighbours one by one: also the benchmark's baseline). The weights
+are drawn at ``gain=1`` (:func:`benchmarks.cube_workloads.make_cube`), where the part of each
+output that depends on its own input is of order 1, so a tolerance of 1e-4 of it sees any mix-up.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from benchmarks.bench_cube import input_signal, make_cube, per_cell_forward, signal_error
+from benchmarks.cube_workloads import input_signal, make_cube, per_cell_forward, signal_error
 
 from cellcube.config import CubeConfig
 from cellcube.models.cube import Cube

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cellcube.config import DataConfig
+from cellcube.config import DataConfig, load_config
 from cellcube.data import (
     BUILTIN_CORPORA,
     QAPair,
@@ -373,10 +373,9 @@ def test_split_too_few_answers() -> None:
     assert "got 0" in _error(split, [], 0)
 
 
-def test_split_bad_seed() -> None:
-    pairs = [QAPair(f"q{i}", f"a{i}", f"f:{i}") for i in range(10)]
-    with pytest.raises(ConfigError, match="seed"):
-        split(pairs, -1)
+def test_a_negative_seed_is_a_config_error_before_any_split() -> None:
+    with pytest.raises(ConfigError, match=r"^config \(with --set\): seed: "):
+        load_config(None, ["seed=-1"])
 
 
 def test_split_folds_partition_the_non_test_answers_with_the_test_split_fixed() -> None:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cellcube.cli.main import main
-from cellcube.data.pairs import load_builtin
+from cellcube.data import load_builtin
 from cellcube.errors import ConfigError, DataError
 from cellcube.train import distributed
 from cellcube.train.checkpoints import load_checkpoint

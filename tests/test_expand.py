@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellcube.config import DataConfig
+from cellcube.config import DataConfig, TeacherConfig
 from cellcube.data import QAPair, load_builtin, read_path, split_dataset, split_pairs
-from cellcube.data.expand import ExpandOptions, complexity, expand_pairs, template_variants
+from cellcube.data.expand import ExpandOptions, complexity, expand_pairs
 from cellcube.data.quality import length_factor, quality_scores
+from cellcube.data.variants import template_variants
 from cellcube.embed.cache import EmbeddingCache, embed_texts
-from cellcube.embed.teachers import TeacherSpec, load_teacher
+from cellcube.embed.teachers import load_teacher
 from cellcube.errors import DataError
 
 N = 24  # tech pairs used (real MiniLM on ~170 texts)
@@ -23,7 +24,7 @@ N = 24  # tech pairs used (real MiniLM on ~170 texts)
 @pytest.fixture(scope="module")
 def embed(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """Real MiniLM through a real (per-module) SQLite cache: each text is encoded once."""
-    teacher = load_teacher(TeacherSpec(model=str(minilm_dir)))
+    teacher = load_teacher(TeacherConfig(model=str(minilm_dir)))
     cache = EmbeddingCache(tmp_path_factory.mktemp("cache") / "cache.sqlite")
     yield lambda texts: embed_texts(teacher, texts, cache)
     cache.close()

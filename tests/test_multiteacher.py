@@ -23,6 +23,7 @@ from cellcube.embed.splits import embed_splits
 from cellcube.embed.teachers import load_teacher
 from cellcube.errors import ConfigError, TeacherError
 from cellcube.eval.metrics import retrieval_metrics
+from cellcube.eval.report import format_report
 from cellcube.objectives.losses import build_loss
 from cellcube.objectives.multiteacher import (
     TeacherView,
@@ -33,7 +34,7 @@ from cellcube.objectives.multiteacher import (
     teacher_confidence,
     teacher_weights,
 )
-from cellcube.run.pipeline import evaluate_run, format_report
+from cellcube.run.pipeline import evaluate_run
 from test_pipeline import TINY
 
 

@@ -325,7 +325,7 @@ def test_guard_rejects_a_non_finite_loss_before_backward(tmp_path: Path) -> None
 
     from cellcube.train.guards import FiniteGuard
 
-    guard = FiniteGuard("cube", tmp_path)
+    guard = FiniteGuard("cube", tmp_path / "last.ckpt")
     trainer = SimpleNamespace(current_epoch=3, global_step=40)
     guard.on_before_backward(trainer, None, torch.tensor(0.5))  # type: ignore[arg-type]
     with pytest.raises(TrainingError) as info:

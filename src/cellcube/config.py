@@ -5,7 +5,8 @@ sections mirror the pipeline: ``data`` -> ``teacher`` (and ``teachers`` for mult
 distillation) -> ``cache`` -> ``cube`` -> ``train`` -> ``loss`` -> ``eval``.
 :func:`load_config` reads it, applies ``--set section.key=value`` overrides, and validates
 everything with pydantic: an unknown key or a bad value becomes one :class:`ConfigError` line
-naming the key, so no stage ever sees an unchecked setting. Every key is documented in the README.
+naming the key, so no stage ever sees an unchecked setting. Every key is documented in
+``docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class TeachersConfig(_Section):
 
     The cube works in the primary teacher's space; each other teacher gets a learned projection
     head from that space to its own, where its loss is computed (see "Multi-teacher" in the
-    README and :mod:`cellcube.objectives.multiteacher`).
+    ``docs/multi_teacher.md`` and :mod:`cellcube.objectives.multiteacher`).
     """
 
     others: list[TeacherConfig] = Field(default_factory=list)
@@ -225,7 +226,7 @@ class EvalConfig(_Section):
 class Config(_Section):
     """A complete, validated cellcube run configuration."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     mode: Literal["dialogue", "autoencoder"] = "dialogue"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

@@ -9,7 +9,6 @@ atomically (:mod:`cellcube.io`).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +38,6 @@ __all__ = [
     "import_data",
     "inspect_data",
     "load_source",
-    "run_data_command",
 ]
 
 DataCommand = Literal["import", "expand", "inspect"]
@@ -74,15 +72,11 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 @contextmanager
 def _embedder(cfg: Config) -> Iterator[Callable[[list[str]], np.ndarray]]:
     """``embed(texts) -> array`` through the configured teacher and cache, closed on exit."""
-    from cellcube.embed.cache import embed_texts
-    from cellcube.embed.encode import make_teacher, open_cache
+    from cellcube.embed.encode import embed
+    from cellcube.embed.teachers import load_teacher
 
-    teacher, cache = make_teacher(cfg), open_cache(cfg)
-    try:
-        yield lambda texts: embed_texts(teacher, texts, cache, progress=True)
-    finally:
-        if cache is not None:
-            cache.close()
+    teacher = load_teacher(cfg.teacher)  # loaded once, on the first cache miss
+    yield lambda texts: embed(texts, teacher, cfg.cache, progress=True)
 
 
 def import_data(source: str, out: Path, cfg: Config) -> None:
@@ -139,21 +133,3 @@ def data_command(
         expand_data(source, out, cfg, options or ExpandOptions())
     else:
         inspect_data(source, out, cfg, near_threshold)
-
-
-def run_data_command(args: argparse.Namespace, cfg: Config) -> None:
-    """Transitional: unpacks ``cli/main.py``'s namespace into :func:`data_command`; remove once
-    ``cli/main.py`` calls :func:`data_command` itself."""
-    options = None
-    if args.data_command == "expand":
-        options = ExpandOptions(
-            variants=args.variants,
-            min_similarity=args.min_similarity,
-            max_similarity=args.max_similarity,
-            duplicate_threshold=args.duplicate_threshold,
-            min_quality=args.min_quality,
-        )
-    near = getattr(args, "near_threshold", 0.95)
-    data_command(
-        args.data_command, args.source, args.out, cfg, options=options, near_threshold=near
-    )

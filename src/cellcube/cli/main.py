@@ -149,15 +149,29 @@ def _ask(args: argparse.Namespace) -> None:
 
 
 def _data(args: argparse.Namespace) -> None:
-    from cellcube.cli.data import run_data_command
+    from cellcube.cli.data import data_command
     from cellcube.config import load_config
+    from cellcube.data.expand import ExpandOptions
 
     overrides = list(args.overrides)
     if args.skip_invalid:
         overrides.append("data.skip_invalid=true")
     if args.context_turns is not None:
         overrides.append(f"data.context_turns={args.context_turns}")
-    run_data_command(args, load_config(args.config, overrides))  # None: the built-in defaults
+    cfg = load_config(args.config, overrides)  # config None: the built-in defaults
+    options = None
+    if args.data_command == "expand":
+        options = ExpandOptions(
+            variants=args.variants,
+            min_similarity=args.min_similarity,
+            max_similarity=args.max_similarity,
+            duplicate_threshold=args.duplicate_threshold,
+            min_quality=args.min_quality,
+        )
+    near = getattr(args, "near_threshold", 0.95)  # inspect only
+    data_command(
+        args.data_command, args.source, args.out, cfg, options=options, near_threshold=near
+    )
 
 
 def _os_error_line(exc: OSError) -> str:

@@ -4,7 +4,8 @@ Modules: :mod:`~cellcube.data.records` (:class:`QAPair`, :class:`Split`, the JSO
 :mod:`~cellcube.data.readers` (the one reader stack, strict or skip mode),
 :mod:`~cellcube.data.corpora` (built-in corpora), :mod:`~cellcube.data.split` (the seeded,
 answer-grouped split), :mod:`~cellcube.data.quality`, :mod:`~cellcube.data.expand` and
-:mod:`~cellcube.data.inspect` (``cellcube data expand | inspect``).
+:mod:`~cellcube.data.inspect` (``cellcube data expand | inspect``), with the rule-based
+rephrasings of :mod:`~cellcube.data.variants`.
 """
 
 from cellcube.data.corpora import BUILTIN_CORPORA, load_builtin

@@ -72,7 +72,7 @@ def pair_to_record(pair: QAPair, split: str | None = None) -> dict[str, Any]:
 
     Keys: ``split`` (when set), ``question``, ``answer``, ``origin``, then ``domain``,
     ``variant_of``, ``quality`` and ``context`` only when set. The record is also a valid input
-    file line for :func:`cellcube.data.readers.import_path`.
+    file line for :func:`cellcube.data.readers.read_path`.
 
     Example::
 

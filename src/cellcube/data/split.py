@@ -58,11 +58,8 @@ def split_pairs(pairs: Sequence[QAPair], data: DataConfig, seed: int) -> Split:
     validated on exactly once, with the test split untouched.
 
     Raises:
-        ConfigError: for a negative seed.
         DataError: with fewer than 3 distinct answers (or fewer than ``folds + 1``).
     """
-    if seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     answers = sorted({pair.answer for pair in pairs})
     n = len(answers)
     if n < 3:

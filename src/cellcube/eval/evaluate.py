@@ -18,8 +18,8 @@ from torch import nn
 
 from cellcube import __version__
 from cellcube.config import Config
-from cellcube.embed.encode import make_teacher
 from cellcube.embed.splits import EmbeddedSplit
+from cellcube.embed.teachers import load_teacher
 from cellcube.eval.metrics import retrieval_metrics, score_metrics
 from cellcube.objectives.multiteacher import ensemble_scores, module_key
 from cellcube.objectives.objective import split_teacher_weights
@@ -54,7 +54,7 @@ def evaluate(
         "n_candidates": test.candidates.shape[0],
         "n_train": len(emb["train"]),
         "n_val": len(val),
-        "teacher": make_teacher(cfg).identity,
+        "teacher": load_teacher(cfg.teacher).identity,
         "cellcube_version": __version__,
         "models": models,
     }

@@ -36,15 +36,13 @@ from cellcube.embed.splits import EmbeddedSplit, embed_splits
 from cellcube.errors import CellcubeError
 from cellcube.eval.evaluate import Predictor, evaluate
 from cellcube.eval.plots import plot_training
-from cellcube.eval.report import format_report
 from cellcube.models.baselines import TRAINED_MODELS, build_model, fit_ridge, mean_answer, n_params
 from cellcube.objectives.curriculum import teacher_difficulty
 from cellcube.run.rundir import RunDir
 from cellcube.train import distributed
 from cellcube.train.fit import fit
 
-# format_report: re-exported for tests/test_multiteacher.py until it imports cellcube.eval.report
-__all__ = ["Prepared", "evaluate_run", "format_report", "read_pairs", "train_run"]
+__all__ = ["Prepared", "evaluate_run", "read_pairs", "train_run"]
 
 Log = Callable[[str], None]
 
@@ -124,7 +122,7 @@ def train_run(
                 cfg,
                 emb["train"],
                 emb["val"],
-                run.model(name).root,
+                run.model(name),
                 resume=name in prep.resume,
             )
             distributed.on_rank_zero(partial(run.mark_done, name))

@@ -46,41 +46,7 @@ from cellcube.io import (
 )
 from cellcube.models.baselines import Ridge, build_model
 from cellcube.train.checkpoints import load_heads, load_weights
-
-
-@dataclass(frozen=True)
-class ModelDir:
-    """The files of one trained model of a run (``RUN/models/<name>/``)."""
-
-    root: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def best(self) -> Path:
-        """The checkpoint of the best validation MRR: what evaluation and answering load."""
-        return self.checkpoints / "best.ckpt"
-
-    @property
-    def last(self) -> Path:
-        """The checkpoint of the last finished epoch: what ``--resume`` continues from."""
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def metrics_csv(self) -> Path:
-        """Lightning's CSV log: one row per logged epoch."""
-        return self.logs / "metrics.csv"
-
-    @property
-    def done(self) -> Path:
-        """The marker of a model whose training finished."""
-        return self.root / "DONE"
+from cellcube.train.modeldir import ModelDir
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from cellcube.train import distributed
 from cellcube.train.checkpoints import AtomicCheckpointIO
 from cellcube.train.datamodule import PairsDataModule
 from cellcube.train.guards import FiniteGuard
+from cellcube.train.modeldir import ModelDir
 from cellcube.train.module import MapperModule
 
 __all__ = ["fit"]
@@ -53,14 +54,13 @@ def _quiet_lightning() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _trainer(cfg: Config, name: str, out_dir: Path) -> L.Trainer:
-    """The Lightning Trainer of one model: early stopping on validation MRR, ``best.ckpt`` and
-    ``last.ckpt`` (every epoch) in ``out_dir/checkpoints``, CSV + TensorBoard logs in
-    ``out_dir/logs``, atomic checkpoint files, the NaN guard, DDP under torchrun."""
-    ckpt_dir = out_dir / "checkpoints"
+def _trainer(cfg: Config, name: str, files: ModelDir) -> L.Trainer:
+    """The Lightning Trainer of one model: early stopping on validation MRR, the best and the
+    last (every epoch) checkpoints, CSV + TensorBoard logs, atomic checkpoint files, the NaN
+    guard, DDP under torchrun."""
     best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
+        dirpath=files.checkpoints,
+        filename=files.best.stem,
         monitor="val_mrr",
         mode="max",
         save_top_k=1,
@@ -70,7 +70,10 @@ def _trainer(cfg: Config, name: str, out_dir: Path) -> L.Trainer:
     # improves, so a resume could repeat many epochs). Lightning runs checkpoint callbacks after
     # the others, so it also holds this epoch's early-stopping state.
     every_epoch = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+        dirpath=files.checkpoints,
+        filename=files.last.stem,
+        save_top_k=1,
+        enable_version_counter=False,
     )
     t = cfg.train
     return L.Trainer(
@@ -83,18 +86,18 @@ def _trainer(cfg: Config, name: str, out_dir: Path) -> L.Trainer:
             best,
             every_epoch,
             EarlyStopping(monitor="val_mrr", mode="max", patience=t.patience),
-            FiniteGuard(name, ckpt_dir),
+            FiniteGuard(name, files.last),
         ],
         logger=[
-            CSVLogger(out_dir / "logs", name="", version=""),
-            TensorBoardLogger(out_dir / "logs", name="tensorboard", version=""),
+            CSVLogger(files.logs, name="", version=""),
+            TensorBoardLogger(files.logs, name="tensorboard", version=""),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=t.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
-        default_root_dir=out_dir,
+        default_root_dir=files.root,
     )
 
 
@@ -104,7 +107,7 @@ def fit(
     cfg: Config,
     train: EmbeddedSplit,
     val: EmbeddedSplit,
-    out_dir: Path,
+    out: ModelDir | str | os.PathLike[str],
     *,
     resume: bool = False,
 ) -> Path:
@@ -116,8 +119,9 @@ def fit(
         cfg: the run's validated config.
         train: the embedded train split (the objective is built from it).
         val: the embedded validation split (early stopping and ``best.ckpt`` by its MRR).
-        out_dir: ``out_dir/checkpoints/{best,last}.ckpt`` and ``out_dir/logs``.
-        resume: continue from ``out_dir/checkpoints/last.ckpt``, which must exist.
+        out: where its checkpoints and logs go (:class:`~cellcube.train.modeldir.ModelDir`, or
+            its directory).
+        resume: continue from the last checkpoint, which must exist.
 
     Under torchrun every process calls this and they train as one DDP run on the global
     ``train.batch_size`` (:mod:`cellcube.train.distributed`); rank 0 writes the checkpoints and
@@ -125,16 +129,14 @@ def fit(
     """
     _quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_dir = out_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise CheckpointError(f"{last}: nothing to resume from (no such checkpoint)")
+    files = out if isinstance(out, ModelDir) else ModelDir(Path(out))
+    if resume and not files.last.exists():
+        raise CheckpointError(f"{files.last}: nothing to resume from (no such checkpoint)")
     if not resume and distributed.is_rank_zero():
-        for stale in (ckpt_dir / "best.ckpt", last):
+        for stale in (files.best, files.last):
             stale.unlink(missing_ok=True)
     data = PairsDataModule(train, val, cfg.train.batch_size, cfg.seed)
-    trainer = _trainer(cfg, name, out_dir)
+    trainer = _trainer(cfg, name, files)
     module = MapperModule(model, Objective(cfg, train), cfg, name, val)
-    trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
-    best = ckpt_dir / "best.ckpt"
-    return best if best.exists() else last
+    trainer.fit(module, datamodule=data, ckpt_path=files.last if resume else None)
+    return files.best if files.best.exists() else files.last

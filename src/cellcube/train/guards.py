@@ -27,9 +27,9 @@ __all__ = ["FiniteGuard"]
 class FiniteGuard(Callback):
     """Stop training with a TrainingError at the first NaN/inf embedding or loss."""
 
-    def __init__(self, name: str, ckpt_dir: Path) -> None:
+    def __init__(self, name: str, last: Path) -> None:
         self.name = name
-        self.last = ckpt_dir / "last.ckpt"
+        self.last = last  # the checkpoint a --resume would continue from
         self._batch_idx = 0
         self._trainer: L.Trainer | None = None
         self._hook: torch.utils.hooks.RemovableHandle | None = None
