@@ -34,7 +34,7 @@ TINY = [
     "train.batch_size=16",
     "train.progress=false",
 ]
-MODELS = {"cube", "identity", "mean_answer", "ridge", "mlp", "cube_0_steps"}
+MODELS = {"cube", "no_lattice", "linear", "identity", "mean_answer", "ridge", "mlp", "cube_0_steps"}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, qa_file: Path) -> tupl
             "--set",
             f"cache.path={cache}",
             *[arg for s in TINY for arg in ("--set", s)],
+            # per-model optimiser settings, and a small bootstrap to keep the suite fast
+            *("--set", "train.models.linear.lr=0.003", "--set", "eval.bootstrap=200"),
         ]
     )
     assert code == 0
@@ -89,9 +91,32 @@ def test_train_writes_a_complete_report(trained_run):
         for key in ("cosine", "recall@1", "recall@10", "mrr"):
             assert 0.0 <= m[key] <= 1.0 or key == "cosine"
         assert m["recall@1"] <= m["recall@10"]
-    # the cube and its 0-step ablation are distinct trained models of equal size
+    # parameters that affect the output: the 2x2x2 cube loses the 48 weights on the neighbour
+    # above (always zero there); at 0 steps only proj_out.bias (D) is left
     models = report["models"]
-    assert models["cube"]["params"] == models["cube_0_steps"]["params"] > 0
+    dim = 384
+    assert models["cube"]["params"] == 13_068 - 48
+    assert models["cube_0_steps"]["params"] == dim
+    assert models["no_lattice"]["params"] == 2 * 2 * 4 * dim * 2 + 2 * 2 * 4 + dim
+    assert models["linear"]["params"] == models["ridge"]["params"] == dim * dim + dim
+    # each model's own optimiser settings and training time
+    for name in ("cube", "no_lattice", "mlp", "cube_0_steps"):
+        assert (models[name]["lr"], models[name]["weight_decay"]) == (0.001, 3.0)
+    assert (models["linear"]["lr"], models["linear"]["weight_decay"]) == (0.003, 3.0)
+    for name in ("cube", "no_lattice", "linear", "mlp", "cube_0_steps", "ridge"):
+        assert models[name]["train_seconds"] > 0
+    for name in ("identity", "mean_answer"):
+        assert models[name]["train_seconds"] == 0 and models[name]["lr"] is None
+    # 95% bootstrap intervals around every model's MRR and R@1; the cube's paired differences
+    assert report["bootstrap"]["resamples"] == 200
+    for m in models.values():
+        for key in ("mrr", "recall@1"):
+            lo, hi = m["ci"][key]
+            assert lo <= m[key] <= hi and hi - lo < 0.5
+    assert set(report["paired"]) == MODELS - {"cube"}
+    for name, d in report["paired"].items():
+        assert d["mean"] == pytest.approx(models["cube"]["mrr"] - models[name]["mrr"], abs=0.03)
+        assert d["ci"][0] <= d["mean"] <= d["ci"][1] and d["se"] >= 0
     assert (run / "plots" / "training.png").stat().st_size > 1000
     assert (run / "models" / "cube" / "logs" / "metrics.csv").exists()
     assert any((run / "models" / "cube" / "logs" / "tensorboard").iterdir())
@@ -113,8 +138,12 @@ def test_evaluate_reproduces_the_report_from_checkpoints(trained_run, capsys):
     assert main(["evaluate", str(run)]) == 0
     after = json.loads((run / "report.json").read_text())
     for name in MODELS:
-        assert after["models"][name]["mrr"] == pytest.approx(before["models"][name]["mrr"])
-    assert "cube_0_steps" in capsys.readouterr().out
+        for key in ("mrr", "params", "lr", "weight_decay", "train_seconds"):
+            assert after["models"][name][key] == pytest.approx(before["models"][name][key])
+        assert after["models"][name]["ci"] == before["models"][name]["ci"]
+    assert after["paired"] == before["paired"]  # seeded draws: the same intervals
+    out = capsys.readouterr().out
+    assert "cube_0_steps" in out and "cube - no_lattice" in out
 
 
 def test_second_run_makes_zero_encoder_calls(trained_run, monkeypatch):
@@ -247,6 +276,8 @@ def test_plain_reshaper_runs_end_to_end(tmp_path, qa_file, trained_run):
     assert main(args) == 0
     models = json.loads((run / "report.json").read_text())["models"]
     assert models["cube_0_steps"]["mrr"] == pytest.approx(models["identity"]["mrr"])
+    assert models["cube_0_steps"]["params"] == 0  # the exact reshape and back: nothing used
+    assert "no_lattice" not in models  # it would be the identity under plain
 
 
 def test_train_with_a_local_transformers_teacher_in_fp16(tmp_path, qa_file, tiny_bert_dir):

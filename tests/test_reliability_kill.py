@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 import _reliability
+from cellcube.config import TRAINED_MODELS
 from cellcube.data import load_builtin
 from cellcube.train.checkpoints import load_checkpoint
 from faultkit.patches import release_file
@@ -45,7 +46,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 FAULTKIT = Path(__file__).parent / "faultkit"
 KILLS = 12  # kill points over all chains (>= 10 required)
 PER_CHAIN = 6  # kills before a chain is allowed to finish
-MODELS = ("cube", "mlp", "cube_0_steps")
+MODELS = TRAINED_MODELS
 TINY = [
     "cube.lattice=[2,2,2]",
     "cube.channels=4",

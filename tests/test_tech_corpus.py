@@ -87,6 +87,9 @@ def test_grouped_split(pairs: list[QAPair]) -> None:
     assert sum(len(part) for part in parts) == len(pairs)
     answers = [{p.answer for p in part} for part in parts]
     assert not (answers[0] & answers[1] or answers[0] & answers[2] or answers[1] & answers[2])
+    questions = [{p.question for p in part} for part in parts]
+    assert not (questions[0] & questions[1] or questions[0] & questions[2])
+    assert not questions[1] & questions[2]
     assert split_pairs(pairs, DataConfig(), 0) == split
     # The assignment does not depend on input order; domain labels survive the split.
     reversed_split = split_pairs(list(reversed(pairs)), DataConfig(), 0)

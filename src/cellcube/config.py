@@ -37,7 +37,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the question/answer pairs come from and how they are split."""
 
-    corpus: Literal["chatterbot", "zaragoza", "tech"] = "chatterbot"
+    corpus: Literal["chatterbot", "zaragoza", "tech", "chitchat"] = "chatterbot"
     path: str | None = None
     question_field: str = "question"
     answer_field: str = "answer"
@@ -47,6 +47,7 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     folds: int = Field(0, ge=0)
     fold: int = Field(0, ge=0)
+    max_train: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:
@@ -166,8 +167,22 @@ class CubeConfig(_Section):
         return math.prod(self.lattice)
 
 
+TRAINED_MODELS = ("cube", "no_lattice", "linear", "mlp", "cube_0_steps")
+"""The models a run trains (the cube, then its trained baselines), in training order: the names
+``train.models`` accepts."""
+
+
+class OptimiserConfig(_Section):
+    """One model's own AdamW settings (``train.models.<name>``); an unset value falls back to
+    ``train.lr`` / ``train.weight_decay``."""
+
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+
+
 class TrainConfig(_Section):
-    """Optimisation of the cube (and of the trained baselines, with the same budget)."""
+    """Optimisation of the cube and of the trained baselines: the same budget, loss and early
+    stopping for all; learning rate and weight decay per model (``models``) where set."""
 
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(64, ge=2)
@@ -180,6 +195,27 @@ class TrainConfig(_Section):
     # process-group backend under torchrun (cellcube.train.distributed); auto: nccl on GPU, else
     # gloo
     ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    # per-model lr / weight decay: {name: {lr: .., weight_decay: ..}}; unset: lr / weight_decay
+    models: dict[str, OptimiserConfig] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: dict[str, OptimiserConfig]) -> dict[str, OptimiserConfig]:
+        unknown = sorted(set(value) - set(TRAINED_MODELS))
+        if unknown:
+            raise ValueError(
+                f"unknown model {unknown[0]!r}; expected one of {', '.join(TRAINED_MODELS)}"
+            )
+        return value
+
+    def optimiser(self, model: str) -> tuple[float, float]:
+        """``(lr, weight_decay)`` of ``model``: its ``models`` entry, else ``lr`` /
+        ``weight_decay``."""
+        own = self.models.get(model, OptimiserConfig())
+        return (
+            self.lr if own.lr is None else own.lr,
+            self.weight_decay if own.weight_decay is None else own.weight_decay,
+        )
 
 
 class LossConfig(_Section):
@@ -221,6 +257,8 @@ class EvalConfig(_Section):
     ridge_alphas: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
     ks: list[int] = Field(default_factory=lambda: [1, 10])
     baselines: bool = True
+    # resamples of the percentile bootstrap over test pairs (confidence intervals); 0: off
+    bootstrap: int = Field(1000, ge=0)
 
 
 class Config(_Section):

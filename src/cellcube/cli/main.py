@@ -84,7 +84,7 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
         c.add_argument(
             "source",
             help="a data file or directory (.jsonl/.ndjson/.csv/.tsv/.yml), or a built-in "
-            "corpus name (chatterbot, zaragoza, tech)",
+            "corpus name (chatterbot, zaragoza, tech, chitchat)",
         )
         c.add_argument(
             "--out",

@@ -2,8 +2,9 @@
 
 Modules: :mod:`~cellcube.data.records` (:class:`QAPair`, :class:`Split`, the JSON record form),
 :mod:`~cellcube.data.readers` (the one reader stack, strict or skip mode),
-:mod:`~cellcube.data.corpora` (built-in corpora), :mod:`~cellcube.data.split` (the seeded,
-answer-grouped split), :mod:`~cellcube.data.quality`, :mod:`~cellcube.data.expand` and
+:mod:`~cellcube.data.corpora` (built-in corpora; the chat reader :mod:`~cellcube.data.chitchat`),
+:mod:`~cellcube.data.split` (the seeded, leak-free split: no question or answer text in two
+splits), :mod:`~cellcube.data.quality`, :mod:`~cellcube.data.expand` and
 :mod:`~cellcube.data.inspect` (``cellcube data expand | inspect``), with the rule-based
 rephrasings of :mod:`~cellcube.data.variants`.
 """
@@ -18,7 +19,7 @@ from cellcube.data.records import (
     pair_from_record,
     pair_to_record,
 )
-from cellcube.data.split import SPLIT_NAMES, split_dataset, split_pairs
+from cellcube.data.split import SPLIT_NAMES, groups, split_dataset, split_pairs, subsample_train
 
 __all__ = [
     "BUILTIN_CORPORA",
@@ -31,10 +32,12 @@ __all__ = [
     "autoencoder_pairs",
     "dedupe",
     "fold_context",
+    "groups",
     "load_builtin",
     "pair_from_record",
     "pair_to_record",
     "read_path",
     "split_dataset",
     "split_pairs",
+    "subsample_train",
 ]

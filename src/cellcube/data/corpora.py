@@ -1,7 +1,8 @@
 """Built-in corpora: question/answer pairs that need no file and no network.
 
-``chatterbot`` and ``zaragoza`` ship as installed Python packages (``chatterbot-corpus``,
-``zaragoza-construction-faq``); ``tech`` ships with cellcube itself
+``chatterbot``, ``zaragoza`` and ``chitchat`` ship as installed Python packages
+(``chatterbot-corpus``, ``zaragoza-construction-faq``, ``chitchat-dataset``; the chitchat reader is
+:mod:`cellcube.data.chitchat`); ``tech`` ships with cellcube itself
 (``cellcube/data/corpora/tech_qa.jsonl``). :func:`load_builtin` returns a fresh list each call;
 the parsed corpus is cached per process.
 """
@@ -14,13 +15,14 @@ from importlib import resources
 
 import yaml
 
+from cellcube.data.chitchat import load_chitchat
 from cellcube.data.parse import MISSING, BadRecord, one_line, parse_json_object, text_field
 from cellcube.data.records import QAPair, dedupe
 from cellcube.errors import DataError
 
 __all__ = ["BUILTIN_CORPORA", "load_builtin"]
 
-BUILTIN_CORPORA: tuple[str, ...] = ("chatterbot", "zaragoza", "tech")
+BUILTIN_CORPORA: tuple[str, ...] = ("chatterbot", "zaragoza", "tech", "chitchat")
 
 
 def load_builtin(name: str) -> list[QAPair]:
@@ -31,8 +33,12 @@ def load_builtin(name: str) -> list[QAPair]:
     English Zaragoza construction FAQ, origin ``"zaragoza:<id>"``, domain its category. ``"tech"``:
     the curated technical Q&A shipped in ``cellcube/data/corpora/tech_qa.jsonl`` (domains
     ``ai_ml``, ``computer_science``, ``programming``, ``data_science``, ``nlp``), origin
-    ``"tech:<line>"``. Turns or records that are not non-empty strings are skipped (some YAML
-    turns parse as numbers or booleans). Texts are stripped and exact duplicate pairs dropped.
+    ``"tech:<line>"``. ``"chitchat"``: a chat turn that asks a question (ends in "?", at least 3
+    words) and the other speaker's reply (at least 3 words), from ``chitchat-dataset``, origin
+    ``"chitchat:<conversation id>:<turn>"`` (:func:`cellcube.data.chitchat.chitchat_pairs` has
+    the exact rule; 23,911 pairs). Turns or records that are not non-empty strings are skipped
+    (some YAML turns parse as numbers or booleans). Texts are stripped and exact duplicate pairs
+    dropped.
 
     Raises:
         DataError: for an unknown name, or a corpus whose package is missing or broken.
@@ -46,8 +52,14 @@ def load_builtin(name: str) -> list[QAPair]:
 
 @functools.cache
 def _load_cached(name: str) -> tuple[QAPair, ...]:
-    """Load and cache a built-in corpus (parsing the YAML files takes about a second)."""
-    loaders = {"chatterbot": _load_chatterbot, "zaragoza": _load_zaragoza, "tech": _load_tech}
+    """Load and cache a built-in corpus (parsing chatterbot's YAML files or chitchat's JSON file
+    takes about a second)."""
+    loaders = {
+        "chatterbot": _load_chatterbot,
+        "zaragoza": _load_zaragoza,
+        "tech": _load_tech,
+        "chitchat": load_chitchat,
+    }
     pairs = dedupe(loaders[name]())
     if not pairs:
         raise DataError(f"built-in corpus {name!r}: no question/answer pairs found")

@@ -6,11 +6,14 @@ from typing import Any
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A plain-text table of the report, best test MRR first (and, for a multi-teacher run, a
-    second table of each teacher's space and the ensembles).
+    """A plain-text table of the report, best test MRR first; then the paired differences
+    (cube minus each other model) and, for a multi-teacher run, a table of each teacher's space
+    and the ensembles.
 
-    The first line gives the test split's size; then one row per model: MRR, Recall@k for the
-    report's k, mean cosine to the true answer, and the trainable parameter count.
+    The first line gives the test split's size; then one row per model: MRR and Recall@1 with
+    their 95% bootstrap intervals (when the report has them), Recall@k for the report's other
+    k, mean cosine to the true answer, the parameters that affect the output, learning rate,
+    weight decay and training seconds ("-" where they do not apply).
     """
     ks = sorted(
         int(k.split("@")[1])
@@ -19,15 +22,24 @@ def format_report(report: dict[str, Any]) -> str:
     )
     metric_head = ["MRR", *[f"R@{k}" for k in ks], "cosine"]
 
-    def cells(m: dict[str, float]) -> list[str]:
+    def cells(m: dict[str, Any]) -> list[str]:
         return [f"{m['mrr']:.3f}", *[f"{m[f'recall@{k}']:.3f}" for k in ks], f"{m['cosine']:.3f}"]
 
+    def main_cells(m: dict[str, Any]) -> list[str]:
+        ci = m.get("ci", {})
+        out = [_with_interval(m["mrr"], ci.get("mrr"))]
+        out += [_with_interval(m[f"recall@{k}"], ci.get(f"recall@{k}")) for k in ks]
+        out += [f"{m['cosine']:.3f}", f"{m['params']:,}"]
+        return out + [_number(m.get(key), fmt) for key, fmt in _TRAINING_COLUMNS]
+
     rows = sorted(report["models"].items(), key=lambda kv: -kv[1]["mrr"])
-    lines = [f"test: {report['n_test']} pairs, {report['n_candidates']} candidate answers"]
+    ci_note = "; [95% bootstrap CI]" if any("ci" in m for _, m in rows) else ""
+    lines = [f"test: {report['n_test']} pairs, {report['n_candidates']} candidate answers{ci_note}"]
     lines += table(
-        ["model", *metric_head, "params"],
-        [[name, *cells(m), f"{m['params']:,}"] for name, m in rows],
+        ["model", *metric_head, "params", "lr", "wd", "train s"],
+        [[name, *main_cells(m)] for name, m in rows],
     )
+    lines += _paired_lines(report)
     teachers = report.get("teachers")
     if teachers:
         body = []
@@ -42,6 +54,41 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"teachers ({teachers['weighting']} weights), each in its own space:")
         lines += table(["space", "model", *metric_head, "weight"], body)
     return "\n".join(lines)
+
+
+_TRAINING_COLUMNS = (("lr", "{:g}"), ("weight_decay", "{:g}"), ("train_seconds", "{:.1f}"))
+"""The report keys of the table's last columns and their formats."""
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _with_interval(value: float, ci: list[float] | None) -> str:
+    """``0.529 [0.478, 0.580]``, or the value alone without an interval."""
+    return f"{value:.3f}" if ci is None else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _paired_lines(report: dict[str, Any]) -> list[str]:
+    """The "cube minus X" block: each paired MRR difference, its 95% interval and SE."""
+    paired = report.get("paired")
+    if not paired:
+        return []
+    boot = report.get("bootstrap", {})
+    body = [
+        [
+            f"cube - {name}",
+            f"{d['mean']:+.3f}",
+            f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]",
+            f"{d['se']:.3f}",
+        ]
+        for name, d in paired.items()
+    ]
+    head = (
+        f"test MRR, cube minus each model (paired bootstrap over test pairs, "
+        f"{boot.get('resamples', '?')} resamples):"
+    )
+    return [head, *table(["difference", "mean", "95% CI", "SE"], body)]
 
 
 def table(head: list[str], body: list[list[str]]) -> list[str]:

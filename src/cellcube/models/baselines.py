@@ -1,17 +1,29 @@
 """Reference models that every report includes beside the cube.
 
+Trained with the cube's loss, optimiser, budget and early stopping (:mod:`cellcube.train.fit`):
+
+* ``no_lattice``: the cube with its cell rule removed, ``e + proj_out(proj_in(e))``: the same
+  reshaper maps (for ``faces``: from the input face straight to the output face), starting from
+  the cube's own initial weights. "Cube beats ``no_lattice``" is the test of the lattice.
+* ``linear``: a full-rank residual linear adapter ``e + W e + b``, starting at the identity.
+* ``mlp``: a residual MLP of about the cube's parameter count.
+* ``cube_0_steps``: the same cube with zero propagation steps (under ``faces``: the identity plus
+  a learned bias, since the empty output face is all it reads).
+
+Not trained:
+
 * ``identity``: the question embedding itself used as the predicted answer (no model at all).
 * ``mean_answer``: the mean training answer embedding for every question (a collapse detector:
   it often scores a high cosine and the lowest possible retrieval).
 * ``ridge``: a closed-form linear map Q -> A, alpha chosen on the validation split's MRR.
-* ``mlp``: a residual MLP of about the cube's parameter count, trained with the same loss and
-  budget (see :mod:`cellcube.train.fit`).
-* ``cube_0_steps``: the same cube with zero propagation steps, trained the same way: what the
-  lattice dynamics add over the reshaper's linear maps.
+
+The parameter count a report gives is :func:`cellcube.models.params.effective_params`: the
+parameters that actually affect a model's output.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,11 +31,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellcube.config import Config
+from cellcube.config import TRAINED_MODELS, Config, CubeConfig
+from cellcube.errors import ConfigError
 from cellcube.eval.metrics import retrieval_metrics
-from cellcube.models.cube import Cube
+from cellcube.models.cube import Cube, Reshaper
 
-TRAINED_MODELS = ("cube", "mlp", "cube_0_steps")
+__all__ = [
+    "TRAINED_MODELS",
+    "NoLattice",
+    "ResidualLinear",
+    "ResidualMLP",
+    "Ridge",
+    "build_model",
+    "fit_ridge",
+    "mean_answer",
+    "mlp_hidden_for",
+    "n_params",
+    "trained_models",
+]
 
 
 class ResidualMLP(nn.Module):
@@ -40,8 +65,55 @@ class ResidualMLP(nn.Module):
         return e + self.fc2(F.gelu(self.fc1(e)))
 
 
+class ResidualLinear(nn.Module):
+    """``e + W e + b``: a full-rank residual linear adapter, zero-initialised (the identity at the
+    start)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return e + self.linear(e)
+
+
+class NoLattice(nn.Module):
+    """The cube without its lattice: ``e + proj_out(proj_in(e))``, the cube's reshaper maps
+    composed directly (for ``faces``, input face straight to output face; for ``learned``, the
+    maps into and out of the whole lattice).
+
+    Built from the same :class:`~cellcube.models.cube.Reshaper` as the cube (first thing built,
+    so under the same seed its ``proj_in`` equals the cube's initial one, and its zero
+    ``proj_out`` makes it the identity at the start). The ``plain`` reshaper has no maps: there
+    ``no_lattice`` would be the identity, reported as ``identity``, and is a ConfigError here.
+    """
+
+    def __init__(self, dim: int, cfg: CubeConfig) -> None:
+        super().__init__()
+        if cfg.reshaper == "plain":
+            raise ConfigError(
+                "no_lattice: cube.reshaper=plain has no maps to keep (it is the identity)"
+            )
+        self.reshaper = Reshaper(dim, cfg)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        r = self.reshaper
+        return e + r.proj_out(r.proj_in(e))
+
+
+def trained_models(cfg: Config) -> tuple[str, ...]:
+    """The models of :data:`TRAINED_MODELS` that ``cfg`` can build, in training order:
+    ``no_lattice`` is left out under the ``plain`` reshaper (it is the identity there)."""
+    return tuple(
+        n for n in TRAINED_MODELS if not (n == "no_lattice" and cfg.cube.reshaper == "plain")
+    )
+
+
 def n_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters (stored, whether or not they affect the output; what the
+    ``mlp`` is sized by). Reports give :func:`cellcube.models.params.effective_params`."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -51,7 +123,7 @@ def mlp_hidden_for(dim: int, budget: int) -> int:
 
 
 def build_model(name: str, dim: int, cfg: Config) -> nn.Module:
-    """Construct a trainable model by report name: ``cube``, ``cube_0_steps`` or ``mlp``.
+    """Construct a trainable model by report name (one of :data:`TRAINED_MODELS`).
 
     Initial weights depend only on ``cfg.seed`` (the global RNG is left untouched), so a model
     is the same whatever was built before it.
@@ -64,17 +136,25 @@ def build_model(name: str, dim: int, cfg: Config) -> nn.Module:
             return Cube(dim, cfg.cube.model_copy(update={"steps": 0}))
         if name == "mlp":
             return ResidualMLP(dim, mlp_hidden_for(dim, n_params(Cube(dim, cfg.cube))))
+        if name == "no_lattice":
+            return NoLattice(dim, cfg.cube)
+        if name == "linear":
+            return ResidualLinear(dim)
     raise ValueError(f"unknown model {name!r}; expected one of {TRAINED_MODELS}")
 
 
 @dataclass
 class Ridge:
-    """A linear map ``pred = (q - q_mean) @ W + a_mean`` fitted in closed form."""
+    """A linear map ``pred = (q - q_mean) @ W + a_mean`` fitted in closed form.
+
+    ``fit_seconds``: wall time of the :func:`fit_ridge` call that chose it (every alpha tried).
+    """
 
     weight: torch.Tensor
     q_mean: torch.Tensor
     a_mean: torch.Tensor
     alpha: float
+    fit_seconds: float = 0.0
 
     @classmethod
     def fit(cls, q: torch.Tensor, a: torch.Tensor, alpha: float) -> Ridge:
@@ -88,12 +168,18 @@ class Ridge:
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         return (q - self.q_mean) @ self.weight + self.a_mean
 
+    @property
+    def n_params(self) -> int:
+        """Free parameters of the affine map: ``D*D + D`` (``q_mean`` folds into the bias)."""
+        return self.weight.numel() + self.a_mean.numel()
+
     def state_dict(self) -> dict[str, object]:
         return {
             "weight": self.weight,
             "q_mean": self.q_mean,
             "a_mean": self.a_mean,
             "alpha": self.alpha,
+            "fit_seconds": self.fit_seconds,
         }
 
 
@@ -105,10 +191,14 @@ def fit_ridge(
     val_candidates: torch.Tensor,
     alphas: Sequence[float],
 ) -> Ridge:
-    """Fit one ridge per alpha on train; keep the one with the best validation MRR."""
+    """Fit one ridge per alpha on train; keep the one with the best validation MRR (its
+    ``fit_seconds``: the wall time of this whole call)."""
+    start = time.perf_counter()
     fits = [Ridge.fit(train_q, train_a, a) for a in alphas]
     mrrs = [retrieval_metrics(r(val_q), val_ids, val_candidates)["mrr"] for r in fits]
-    return fits[max(range(len(fits)), key=mrrs.__getitem__)]
+    best = fits[max(range(len(fits)), key=mrrs.__getitem__)]
+    best.fit_seconds = time.perf_counter() - start
+    return best
 
 
 def mean_answer(train_a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -5,8 +5,14 @@
     claim the run directory (its lock)                      rank 0
     prepare: read + split the data, embed it, check the     rank 0, result shared with all ranks
              models' config, write pairs.jsonl/config.yaml
-    train every model not yet done                          every rank (DDP under torchrun)
+    train every model not yet done, timed                   every rank (DDP under torchrun)
     finish: fit ridge, plot the curves, evaluate on test    rank 0
+
+The models of a run are named in one place: :func:`model_names` (what is trained) and
+:func:`model_entries` (what is reported, with its parameter count, optimiser settings and
+training time). A model evaluated in an embedding space of its own adds a
+:class:`~cellcube.eval.evaluate.ModelEntry` holding its
+:class:`~cellcube.eval.evaluate.Precomputed` outputs there.
 
 Every path of the run directory comes from :class:`~cellcube.run.rundir.RunDir`. The test split
 is only ever read by evaluation (:mod:`cellcube.eval.evaluate`); every choice (early stopping,
@@ -16,6 +22,7 @@ ridge alpha) is made on validation.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -34,15 +41,16 @@ from cellcube.data import (
 )
 from cellcube.embed.splits import EmbeddedSplit, embed_splits
 from cellcube.errors import CellcubeError
-from cellcube.eval.evaluate import Predictor, evaluate
+from cellcube.eval.evaluate import ModelEntry, evaluate
 from cellcube.eval.plots import plot_training
-from cellcube.models.baselines import TRAINED_MODELS, build_model, fit_ridge, mean_answer, n_params
+from cellcube.models.baselines import build_model, fit_ridge, mean_answer, trained_models
+from cellcube.models.params import effective_params
 from cellcube.objectives.curriculum import teacher_difficulty
 from cellcube.run.rundir import RunDir
 from cellcube.train import distributed
 from cellcube.train.fit import fit
 
-__all__ = ["Prepared", "evaluate_run", "read_pairs", "train_run"]
+__all__ = ["Prepared", "evaluate_run", "model_entries", "model_names", "read_pairs", "train_run"]
 
 Log = Callable[[str], None]
 
@@ -75,8 +83,9 @@ class Prepared:
 
 
 def model_names(cfg: Config) -> tuple[str, ...]:
-    """The trained models of a run: the cube, and its baselines when ``eval.baselines``."""
-    return TRAINED_MODELS if cfg.eval.baselines else ("cube",)
+    """The trained models of a run, in training order: the cube, and its trained baselines when
+    ``eval.baselines`` (:func:`cellcube.models.baselines.trained_models`)."""
+    return trained_models(cfg) if cfg.eval.baselines else ("cube",)
 
 
 def train_run(
@@ -114,8 +123,14 @@ def train_run(
             if name in prep.done:
                 log(f"{name}: already trained, skipping")
                 continue
-            model = build_model(name, emb["train"].q.shape[1], cfg)
-            log(f"training {name} ({n_params(model):,} parameters)")
+            dim = emb["train"].q.shape[1]
+            model = build_model(name, dim, cfg)
+            lr, weight_decay = t.optimiser(name)
+            log(
+                f"training {name} ({effective_params(model, dim):,} parameters, lr {lr:g}, "
+                f"weight decay {weight_decay:g})"
+            )
+            start = time.perf_counter()
             fit(
                 model,
                 name,
@@ -125,7 +140,8 @@ def train_run(
                 run.model(name),
                 resume=name in prep.resume,
             )
-            distributed.on_rank_zero(partial(run.mark_done, name))
+            seconds = time.perf_counter() - start
+            distributed.on_rank_zero(partial(run.mark_done, name, seconds))
         return distributed.on_rank_zero(partial(_finish, cfg, run, emb))
 
 
@@ -164,7 +180,10 @@ def _read_split(cfg: Config, run: RunDir, resume: bool, overwrite: bool, log: Lo
         )
     split, n_dropped = split_dataset(read_pairs(cfg, log), cfg.data, cfg.seed)
     if n_dropped:
-        log(f"data: {n_dropped} synthetic variant(s) of validation/test questions left out")
+        log(
+            f"data: {n_dropped} synthetic variant(s) left out (of validation/test questions, "
+            "or of train pairs that data.max_train did not keep)"
+        )
     return split
 
 
@@ -193,22 +212,29 @@ def _evaluate(cfg: Config, run: RunDir, emb: dict[str, EmbeddedSplit]) -> dict[s
     """The report of every model of the run (:func:`cellcube.eval.evaluate.evaluate`), written
     to ``report.json``."""
     heads = run.load_heads() if cfg.teachers.others else None
-    report = evaluate(cfg, emb, _predictors(cfg, run, emb), heads)
+    report = evaluate(cfg, emb, model_entries(cfg, run, emb), heads)
     run.write_report(report)
     return report
 
 
-def _predictors(
+def model_entries(
     cfg: Config, run: RunDir, emb: Mapping[str, EmbeddedSplit]
-) -> dict[str, tuple[Predictor, int]]:
-    """Each model of the report as (prediction function, trainable parameter count)."""
+) -> dict[str, ModelEntry]:
+    """Every model of the report, in report order: the trained ones (from their best
+    checkpoints, with their optimiser settings and training time), then, when
+    ``eval.baselines``, ``identity``, ``mean_answer`` and ``ridge``. Parameter counts are those
+    that affect the output (:func:`cellcube.models.params.effective_params`; identity: 0;
+    mean_answer: its D-vector; ridge: D*D + D)."""
     dim = emb["test"].q.shape[1]
-    preds: dict[str, tuple[Predictor, int]] = {}
+    entries: dict[str, ModelEntry] = {}
     for name in model_names(cfg):
         model = run.load_model(name, cfg, dim)
-        preds[name] = (model, n_params(model))
+        lr, weight_decay = cfg.train.optimiser(name)
+        seconds = run.train_seconds(name)
+        entries[name] = ModelEntry(model, effective_params(model, dim), lr, weight_decay, seconds)
     if cfg.eval.baselines:
-        preds["identity"] = (lambda q: q, 0)
-        preds["mean_answer"] = (mean_answer(emb["train"].a), 0)
-        preds["ridge"] = (run.load_ridge(), dim * dim + dim)
-    return preds
+        entries["identity"] = ModelEntry(lambda q: q, 0)
+        entries["mean_answer"] = ModelEntry(mean_answer(emb["train"].a), dim)
+        ridge = run.load_ridge()
+        entries["ridge"] = ModelEntry(ridge, ridge.n_params, train_seconds=ridge.fit_seconds)
+    return entries

@@ -5,11 +5,14 @@ A run directory holds everything needed to evaluate or query a run again::
     RUN/config.yaml                          the resolved, validated config
     RUN/pairs.jsonl                          every pair with its split (train / val / test);
                                              train pairs also with their curriculum difficulty
-    RUN/models/<name>/checkpoints/best.ckpt  the best epoch by validation MRR (cube, mlp,
-    RUN/models/<name>/checkpoints/last.ckpt  cube_0_steps), the last epoch (for --resume),
+    RUN/models/<name>/checkpoints/best.ckpt  the best epoch by validation MRR (every trained
+    RUN/models/<name>/checkpoints/last.ckpt  model: cube, no_lattice, linear, mlp,
+                                             cube_0_steps), the last epoch (for --resume),
     RUN/models/<name>/logs/                  Lightning's CSV and TensorBoard logs,
     RUN/models/<name>/DONE                   and a marker written once the model is trained
-    RUN/models/ridge.pt                      the ridge baseline (alpha chosen on validation)
+                                             (JSON: its training wall time, train_seconds)
+    RUN/models/ridge.pt                      the ridge baseline (alpha chosen on validation;
+                                             its fit time)
     RUN/report.json                          test metrics of every model
     RUN/plots/training.png                   validation MRR and training loss per epoch
 
@@ -88,7 +91,8 @@ class RunDir:
         return self.root / "plots" / "training.png"
 
     def model(self, name: str) -> ModelDir:
-        """The directory of trained model ``name`` (``cube``, ``mlp``, ``cube_0_steps``)."""
+        """The directory of trained model ``name`` (one of
+        :data:`~cellcube.config.TRAINED_MODELS`)."""
         return ModelDir(self.models / name)
 
     # -- the run as a whole ---------------------------------------------------------------------
@@ -155,8 +159,22 @@ class RunDir:
     def is_done(self, name: str) -> bool:
         return self.model(name).done.exists()
 
-    def mark_done(self, name: str) -> None:
-        write_text(self.model(name).done, "")
+    def mark_done(self, name: str, train_seconds: float | None = None) -> None:
+        """Mark model ``name`` trained; the marker records ``train_seconds``, the wall time of
+        the training that finished it (after ``--resume``: of the resumed part only)."""
+        write_json(self.model(name).done, {"train_seconds": train_seconds})
+
+    def train_seconds(self, name: str) -> float | None:
+        """The training time recorded by :meth:`mark_done` (None: not recorded, e.g. a marker
+        of an older run, or a model not marked done)."""
+        try:
+            record = json.loads(self.model(name).done.read_text(encoding="utf-8") or "{}")
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            raise CheckpointError(f"{self.model(name).done}: corrupt training record") from None
+        seconds = record.get("train_seconds") if isinstance(record, dict) else None
+        return float(seconds) if isinstance(seconds, int | float) else None
 
     def load_model(self, name: str, cfg: Config, dim: int) -> nn.Module:
         """Trained model ``name`` from its best checkpoint, in eval mode."""

@@ -1,7 +1,9 @@
 """Training one model: :func:`fit` assembles the Lightning pieces and runs them.
 
-One routine, :func:`fit`, trains the cube and the trained baselines (``mlp``, ``cube_0_steps``)
-with the same objective, optimiser and budget, so their numbers are comparable. It puts together
+One routine, :func:`fit`, trains the cube and the trained baselines (``no_lattice``, ``linear``,
+``mlp``, ``cube_0_steps``) with the same objective, optimiser, budget and early stopping, so their
+numbers are comparable; only the learning rate and weight decay may differ per model
+(``train.models``). It puts together
 
 * the data: :class:`~cellcube.train.datamodule.PairsDataModule` (batches drawn by a sampler
   seeded by ``(seed, epoch)``: deterministic on CPU, and resumption exact at epoch boundaries);
@@ -115,7 +117,8 @@ def fit(
 
     Args:
         model: the model to train (its weights are trained in place).
-        name: its report name (``cube``, ``mlp``, ``cube_0_steps``), for messages and checkpoints.
+        name: its report name (one of :data:`~cellcube.config.TRAINED_MODELS`): its optimiser
+            settings (``train.models.<name>``), messages and checkpoints.
         cfg: the run's validated config.
         train: the embedded train split (the objective is built from it).
         val: the embedded validation split (early stopping and ``best.ckpt`` by its MRR).

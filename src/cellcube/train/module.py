@@ -34,7 +34,8 @@ class MapperModule(L.LightningModule):
         model: maps (B, D) question embeddings to (B, D) predicted answers.
         objective: the loss of a batch (its heads are trained with the model, no weight decay).
         cfg: the run's config (``train`` for the optimiser, ``eval.ks``; saved in checkpoints).
-        name: the model's report name (``cube``, ``mlp``, ``cube_0_steps``), for messages.
+        name: the model's report name (one of :data:`~cellcube.config.TRAINED_MODELS`): its
+            optimiser settings, and messages.
         val: the validation split: only its distinct answers (per teacher) are kept, as the
             candidates each validation batch is ranked against.
     """
@@ -92,12 +93,15 @@ class MapperModule(L.LightningModule):
             self.log(f"val_mrr_{label}", mt["mrr"], batch_size=q.shape[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        t = self.cfg.train
+        """AdamW at the model's own learning rate and weight decay
+        (:meth:`~cellcube.config.TrainConfig.optimiser`: ``train.models.<name>``, else
+        ``train.lr`` / ``train.weight_decay``); the heads without decay."""
+        lr, weight_decay = self.cfg.train.optimiser(self.name)
         heads = self.objective.heads
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
         if len(heads):  # heads translate between spaces: no decay towards zero
             groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
-        return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add cellcube's config and the torch/numpy/python RNG states to Lightning's checkpoint.

@@ -1,0 +1,358 @@
+"""Render the study (``docs/study.md`` and ``docs/study/*.png``) from its results file alone.
+
+Byte-for-byte reproducible: rows are grouped and sorted by their keys, every number has a fixed
+format, the markdown carries no date, and the plots are drawn with matplotlib's Agg canvas and
+saved without the ``Software`` entry or any timestamp. ``python -m benchmarks.study --render-only``
+calls :func:`render`.
+
+What is shown, per corpus (the default config at the full train size; variant ``finetune`` is
+the default config plus the fine-tuned teacher):
+
+- every model's mean test MRR over seeds (or seed x fold units) with a 95% interval: a
+  t-interval over the seeds, or, with one seed, the run's bootstrap interval over test pairs;
+- the paired differences cube minus each baseline (matched by seed and fold): their mean, its
+  SE over seeds (with one seed: the run's paired-bootstrap SE) and how many seeds the cube wins;
+- one sentence: does the lattice beat ``no_lattice`` and ``linear`` by more than 2 SE?
+
+and the learning curve (test MRR against train size), the cube variants (chosen on validation
+MRR) and the learning-rate x weight-decay grid (best setting per model on validation MRR).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmarks.study import TUNE_LRS, TUNE_WDS, TUNED_MODELS, cube_variants
+from benchmarks.study_results import RESULTS, ROOT, read_results
+from benchmarks.study_stats import (
+    Unit,
+    by_unit,
+    grouped,
+    matched,
+    mean_of,
+    metric,
+    num,
+    paired_for,
+    sentence,
+    summarise,
+    variant_means,
+)
+from cellcube.io import atomic_open, write_text
+
+MODEL_ORDER = (
+    "cube",
+    "no_lattice",
+    "linear",
+    "mlp",
+    "cube_0_steps",
+    "ridge",
+    "identity",
+    "mean_answer",
+    "finetuned_teacher",
+)
+CURVE_MODELS = ("cube", "no_lattice", "linear", "mlp", "identity", "finetuned_teacher")
+COLOURS = {
+    "cube": "#d62728",
+    "no_lattice": "#1f77b4",
+    "linear": "#2ca02c",
+    "mlp": "#9467bd",
+    "identity": "#7f7f7f",
+    "finetuned_teacher": "#ff7f0e",
+}
+HEADLINE_VARIANTS = ("default", "finetune")
+RENDER_COMMAND = "python -m benchmarks.study --render-only"
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def ordered(models: Iterable[str]) -> list[str]:
+    """Model names in :data:`MODEL_ORDER`, unknown ones after it, sorted."""
+    known = set(models)
+    return [m for m in MODEL_ORDER if m in known] + sorted(known - set(MODEL_ORDER))
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def headline_rows(row: dict[str, Any]) -> bool:
+    return row.get("train_size") == "all" and row.get("variant") in HEADLINE_VARIANTS
+
+
+def corpus_section(corpus: str, units: dict[Unit, list[dict[str, Any]]]) -> list[str]:
+    """A corpus's model table, its paired table and its sentence."""
+    first = next(iter(units.values()))[0]["report"]
+    models = ordered(
+        {m for rs in units.values() for r in rs for m in r["report"].get("models", {})}
+    )
+    lines = [
+        f"### {corpus}",
+        "",
+        f"Seed {min(u[0] for u in units)} split: {first.get('n_train', '?')} train, "
+        f"{first.get('n_val', '?')} validation, {first.get('n_test', '?')} test pairs, "
+        f"{first.get('n_candidates', '?')} candidate answers.",
+        "",
+    ]
+    rows = []
+    for m in models:
+        s = summarise(units, m)
+        if s is None:
+            continue
+        how = "t over seeds" if s.n > 1 else "bootstrap"
+        rows.append(
+            [
+                f"`{m}`",
+                num(s.mrr),
+                f"[{num(s.lo)}, {num(s.hi)}]",
+                how,
+                num(s.r1),
+                num(s.params, ",.0f"),
+                num(s.seconds, ".1f"),
+                str(s.n),
+            ]
+        )
+    head = ["model", "test MRR", "95% interval", "interval", "R@1", "params", "train s", "seeds"]
+    lines += [*table(head, rows), ""]
+    pairs = {r: p for r in models if r != "cube" and (p := paired_for(units, r)) is not None}
+    if pairs:
+        rows = [
+            [f"`{r}`", num(p.mean, "+.3f"), num(p.se), p.se_from, f"{p.wins}/{p.n}"]
+            for r, p in pairs.items()
+        ]
+        head = ["cube minus", "mean difference (MRR)", "SE", "SE over", "cube wins"]
+        lines += [*table(head, rows), ""]
+    text = sentence(corpus, pairs)
+    return [*lines, text, ""] if text else lines
+
+
+def curve_section(corpus: str, rows: list[dict[str, Any]], plots: Path, md: Path) -> list[str]:
+    """A learning curve: the table and the plot (written to ``plots``)."""
+    sizes: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        sizes[r["train_size"]].append(r)
+    points = []  # (mean n_train, size label, units)
+    for size, rs in sizes.items():
+        n_train = statistics.fmean(r["report"].get("n_train", 0) for r in rs)
+        points.append((n_train, str(size), by_unit(rs)))
+    points.sort(key=lambda p: (p[0], p[1]))
+    models = [m for m in CURVE_MODELS if any(summarise(u, m) for _, _, u in points)]
+    head = ["train size", "train pairs", *[f"`{m}`" for m in models]]
+    body = []
+    for n_train, label, units in points:
+        cells = []
+        for m in models:
+            s = summarise(units, m)
+            cells.append("-" if s is None else f"{num(s.mrr)} [{num(s.lo)}, {num(s.hi)}]")
+        body.append([label, num(n_train, ".0f"), *cells])
+    png = plots / f"learning_curve_{corpus}.png"
+    plot_curve(corpus, points, models, png)
+    link = os.path.relpath(png, md.parent).replace(os.sep, "/")
+    return [
+        f"### {corpus}",
+        "",
+        f"![test MRR against train size on {corpus}]({link})",
+        "",
+        "Test MRR [95% interval] per train size (`data.max_train`; one fixed test split).",
+        "",
+        *table(head, body),
+        "",
+    ]
+
+
+def plot_curve(corpus: str, points: list, models: Sequence[str], png: Path) -> None:
+    """Test MRR against train pairs (log x), one line per model with its interval as a band."""
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for m in models:
+        xs, ys, los, his = [], [], [], []
+        for n_train, _, units in points:
+            s = summarise(units, m)
+            if s is None:
+                continue
+            xs.append(n_train)
+            ys.append(s.mrr)
+            los.append(s.mrr if s.lo is None else s.lo)
+            his.append(s.mrr if s.hi is None else s.hi)
+        colour = COLOURS.get(m, "#000000")
+        ax.plot(xs, ys, marker="o", label=m, color=colour)
+        ax.fill_between(xs, los, his, color=colour, alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("train pairs")
+    ax.set_ylabel("test MRR")
+    ax.set_title(f"{corpus}: test MRR against train size (95% intervals)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_open(png, "wb") as fh:
+        fig.savefig(fh, format="png", metadata={"Software": None})
+
+
+def cube_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The `cube` plan: lattices x steps, chosen on validation MRR (test beside it)."""
+    groups = matched(rows, [v.name for v in cube_variants()])
+    names = sorted({v for g in groups.values() for v in g})
+    if not names:
+        return []
+    corpora = list(groups)
+    scored = []
+    for v in names:
+        val, per = variant_means(groups, v, "cube", "val_mrr")
+        test, _ = variant_means(groups, v, "cube", "mrr")
+        cfg = next(r for g in groups.values() for r in g.get(v, []))
+        cube = (cfg.get("config") or {}).get("cube", {})
+        params = mean_of(metric(r, "cube", "params") for g in groups.values() for r in g.get(v, []))
+        n = sum(len(g.get(v, [])) for g in groups.values())
+        scored.append((-(val or 0.0), v, val, per, test, cube, params, n))
+    scored.sort(key=lambda s: (s[0], s[1]))
+    body = []
+    for i, (_, v, val, per, test, cube, params, n) in enumerate(scored):
+        lattice = "x".join(str(x) for x in cube.get("lattice", [])) or "?"
+        name = f"**{v}**" if i == 0 else v
+        body.append(
+            [
+                name,
+                lattice,
+                str(cube.get("steps", "?")),
+                num(val),
+                *[num(per.get(c)) for c in corpora],
+                num(test),
+                num(params, ",.0f"),
+                str(n),
+            ]
+        )
+    head = [
+        "variant",
+        "lattice",
+        "steps",
+        "val MRR (mean)",
+        *[f"val {c}" for c in corpora],
+        "test MRR (mean)",
+        "params",
+        "runs",
+    ]
+    return [
+        "## Cube variants (plan `cube`)",
+        "",
+        "The cube's validation MRR, mean over corpora of the mean over the seeds every variant ran "
+        "(the default is chosen on this column, in bold: the best); test MRR only for the record.",
+        "",
+        *table(head, body),
+        "",
+    ]
+
+
+def tune_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The `tune` plan: per model, the grid's validation MRR and its best cell."""
+    cells = [(f"lr{lr:g}_wd{wd:g}", lr, wd) for lr in TUNE_LRS for wd in TUNE_WDS]
+    groups = matched(rows, [c[0] for c in cells])
+    present = [c for c in cells if any(c[0] in g for g in groups.values())]
+    if not present:
+        return []
+    best_rows, grid_rows = [], []
+    for m in TUNED_MODELS:
+        vals = {c[0]: variant_means(groups, c[0], m, "val_mrr")[0] for c in present}
+        scored = [(vals[c[0]], c) for c in present if vals[c[0]] is not None]
+        if not scored:
+            continue
+        val, (name, lr, wd) = max(scored, key=lambda s: s[0])  # first best in grid order
+        test, _ = variant_means(groups, name, m, "mrr")
+        best_rows.append([f"`{m}`", num(lr, "g"), num(wd, "g"), num(val), num(test)])
+        grid_rows.append([f"`{m}`", *[num(vals[c[0]]) for c in present]])
+    return [
+        "## Tuning (plan `tune`)",
+        "",
+        "Each trained model's learning rate x weight decay, chosen on validation MRR (mean over "
+        f"corpora {', '.join(groups)} of the mean over the seeds every cell ran); test MRR at the "
+        "chosen setting only for the record.",
+        "",
+        *table(["model", "lr", "weight decay", "val MRR", "test MRR"], best_rows),
+        "",
+        "Validation MRR of every cell:",
+        "",
+        *table(
+            ["model", *[f"lr {num(c[1], 'g')}, wd {num(c[2], 'g')}" for c in present]], grid_rows
+        ),
+        "",
+    ]
+
+
+def header(rows: list[dict[str, Any]], results: Path) -> list[str]:
+    where = results.resolve()
+    name = where.relative_to(ROOT) if where.is_relative_to(ROOT) else Path(results.name)
+    commits: dict[str, int] = defaultdict(int)
+    for r in rows:
+        commits[
+            (r.get("commit") or "unknown")[:12]
+            + (" (uncommitted changes)" if r.get("dirty") else "")
+        ] += 1
+    lines = [
+        "# The study: does the lattice earn its keep?",
+        "",
+        f"Generated by `{RENDER_COMMAND}` from `{name.as_posix()}` ({len(rows)} runs) alone; do "
+        "not edit by hand. Runs come from `python -m benchmarks.study --plan NAME` "
+        "(plans small, curve, cube, tune; see its `--help`); each row of the results file holds "
+        "one run's whole `report.json`.",
+        "",
+        "Commits of the runs: "
+        + (", ".join(f"`{c}` ({n})" for c, n in sorted(commits.items())) or "none yet")
+        + ".",
+        "",
+    ]
+    fixtures = sum(bool(r.get("fixture")) for r in rows)
+    if fixtures:
+        lines += [f"**{fixtures} rows are synthetic test fixtures, not measurements.**", ""]
+    return lines
+
+
+def render_markdown(rows: list[dict[str, Any]], results: Path, md: Path, plots: Path) -> str:
+    """The whole page (plots written to ``plots`` on the way)."""
+    lines = header(rows, results)
+    lines += [
+        "## Headline: test MRR per corpus",
+        "",
+        "The default config at the full train size. Interval: a 95% t-interval over seeds (each "
+        "seed its own split and initialisation), or with one seed the run's 95% bootstrap "
+        "interval over test pairs. Paired differences are cube minus baseline within the same "
+        "run; their SE is over seeds (with one seed: the run's paired bootstrap). A difference "
+        "above 2 SE counts as a win, below -2 SE as a loss.",
+        "",
+    ]
+    for corpus, units in grouped(rows, headline_rows).items():
+        lines += corpus_section(corpus, units)
+    curves = grouped(rows, lambda r: r.get("variant") in HEADLINE_VARIANTS)
+    curve_lines = []
+    for corpus in curves:
+        rs = [r for r in rows if r["corpus"] == corpus and r.get("variant") in HEADLINE_VARIANTS]
+        if len({r["train_size"] for r in rs}) >= 2:
+            curve_lines += curve_section(corpus, rs, plots, md)
+    if curve_lines:
+        lines += ["## Learning curve", "", *curve_lines]
+    lines += cube_section(rows) + tune_section(rows)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render(
+    results: Path = RESULTS, md: Path | None = None, plots: Path | None = None
+) -> list[Path]:
+    """Write the study page and its plots from ``results`` alone; returns the written paths."""
+    md = md or ROOT / "docs" / "study.md"
+    plots = plots or md.parent / "study"
+    rows = read_results(results)
+    text = render_markdown(rows, results, md, plots)
+    write_text(md, text)
+    pngs = sorted(plots.glob("learning_curve_*.png")) if plots.is_dir() else []
+    return [md, *pngs]
