@@ -11,6 +11,7 @@ study continues where it stopped::
     python -m benchmarks.study --plan curve --dry-run      # print the runs, run nothing
     python -m benchmarks.study --plan cube --jobs 2 --threads 1 --max-runs 10
     python -m benchmarks.study --render-only               # docs/study.md + docs/study/*.png
+                                                           # + README.md's headline block
 
 Plans (``--plan``; ``--corpus`` / ``--seed`` replace a plan's corpora / seeds, ``--folds K`` runs
 folds 0..K-1 of every seed, ``--set KEY=VALUE`` adds an override to every run):
@@ -25,7 +26,9 @@ folds 0..K-1 of every seed, ``--set KEY=VALUE`` adds an override to every run):
 
 A run's key is (corpus, seed, fold, train size, variant name, hash of its overrides); its row
 holds the key, the overrides, the resolved config, the cellcube commit, the wall seconds and the
-run's whole ``report.json``. Rendering (:mod:`benchmarks.study_render`) reads that file alone.
+run's whole ``report.json``. Rendering (:mod:`benchmarks.study_render`) reads that file alone and
+writes ``docs/study.md``, its plots, and the README block between ``<!-- study:headline:begin -->``
+and ``<!-- study:headline:end -->``.
 """
 
 from __future__ import annotations
@@ -333,10 +336,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="OMP/MKL threads per run")
     ap.add_argument("--max-runs", type=int, default=None, help="run at most this many")
     ap.add_argument("--dry-run", action="store_true", help="print the runs, run nothing")
-    ap.add_argument("--render-only", action="store_true", help="only render docs/study.md")
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only render docs/study.md, its plots and the README block",
+    )
     ap.add_argument("--no-render", action="store_true", help="do not render after running")
     ap.add_argument("--md", type=Path, default=ROOT / "docs" / "study.md")
     ap.add_argument("--plots", type=Path, default=ROOT / "docs" / "study")
+    ap.add_argument(
+        "--readme",
+        type=Path,
+        default=ROOT / "README.md",
+        help="the file whose study:headline markers get the headline block",
+    )
     return ap.parse_args(argv)
 
 
@@ -378,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_plans(args)
             if args.dry_run or args.no_render:
                 return 0
-        for path in render(args.results, args.md, args.plots):
+        for path in render(args.results, args.md, args.plots, args.readme):
             print(f"wrote {path}")
     except CellcubeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,6 +16,11 @@ the default config plus the fine-tuned teacher):
 
 and the learning curve (test MRR against train size), the cube variants (chosen on validation
 MRR) and the learning-rate x weight-decay grid (best setting per model on validation MRR).
+
+The same numbers head ``README.md``: :func:`render` also rewrites the block between the markers
+``<!-- study:headline:begin -->`` and ``<!-- study:headline:end -->`` (nothing outside them) with
+the runs of plan ``small``: one table, corpora as row groups, and the lattice sentence per corpus
+(:func:`headline_block`, from the same summaries and sentences as the page).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from matplotlib.figure import Figure
 from benchmarks.study import TUNE_LRS, TUNE_WDS, TUNED_MODELS, cube_variants
 from benchmarks.study_results import RESULTS, ROOT, read_results
 from benchmarks.study_stats import (
+    LATTICE_RIVALS,
+    Paired,
+    Summary,
     Unit,
     by_unit,
     grouped,
@@ -45,6 +53,7 @@ from benchmarks.study_stats import (
     summarise,
     variant_means,
 )
+from cellcube.errors import CellcubeError
 from cellcube.io import atomic_open, write_text
 
 MODEL_ORDER = (
@@ -69,6 +78,9 @@ COLOURS = {
 }
 HEADLINE_VARIANTS = ("default", "finetune")
 RENDER_COMMAND = "python -m benchmarks.study --render-only"
+README = ROOT / "README.md"
+HEADLINE_BEGIN = "<!-- study:headline:begin -->"
+HEADLINE_END = "<!-- study:headline:end -->"
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -85,6 +97,23 @@ def ordered(models: Iterable[str]) -> list[str]:
     return [m for m in MODEL_ORDER if m in known] + sorted(known - set(MODEL_ORDER))
 
 
+def summary_cells(s: Summary) -> list[str]:
+    """Test MRR, its 95% interval, R@1, params, train seconds, seeds: as table cells."""
+    return [
+        num(s.mrr),
+        f"[{num(s.lo)}, {num(s.hi)}]",
+        num(s.r1),
+        num(s.params, ",.0f"),
+        num(s.seconds, ".1f"),
+        str(s.n),
+    ]
+
+
+def link(target: Path, page: Path) -> str:
+    """``target`` relative to the directory of the markdown file ``page``."""
+    return os.path.relpath(target, page.parent).replace(os.sep, "/")
+
+
 # -- sections ----------------------------------------------------------------------------------
 
 
@@ -92,12 +121,45 @@ def headline_rows(row: dict[str, Any]) -> bool:
     return row.get("train_size") == "all" and row.get("variant") in HEADLINE_VARIANTS
 
 
+def small_plan_rows(row: dict[str, Any]) -> bool:
+    """The runs of plan ``small``: the default config at the full train size, no fold and no
+    extra override (whichever plan recorded them: the run key, not the plan, names a run)."""
+    return (
+        row.get("variant") == "default"
+        and row.get("train_size") == "all"
+        and row.get("fold") is None
+        and not row.get("overrides")
+    )
+
+
+def corpus_models(units: dict[Unit, list[dict[str, Any]]]) -> list[str]:
+    """Every model any run of the corpus reported, in :data:`MODEL_ORDER`."""
+    return ordered({m for rs in units.values() for r in rs for m in r["report"].get("models", {})})
+
+
+def corpus_pairs(units: dict[Unit, list[dict[str, Any]]], models: Iterable[str]) -> dict:
+    """Cube minus each other model of ``models`` (name -> :class:`Paired`), where both ran."""
+    return {r: p for r in models if r != "cube" and (p := paired_for(units, r)) is not None}
+
+
+def curve_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per corpus with at least two train sizes: its learning-curve rows (default variants)."""
+    out = {}
+    for corpus in grouped(rows, lambda r: r.get("variant") in HEADLINE_VARIANTS):
+        rs = [r for r in rows if r["corpus"] == corpus and r.get("variant") in HEADLINE_VARIANTS]
+        if len({r["train_size"] for r in rs}) >= 2:
+            out[corpus] = rs
+    return out
+
+
+def curve_png(plots: Path, corpus: str) -> Path:
+    return plots / f"learning_curve_{corpus}.png"
+
+
 def corpus_section(corpus: str, units: dict[Unit, list[dict[str, Any]]]) -> list[str]:
     """A corpus's model table, its paired table and its sentence."""
     first = next(iter(units.values()))[0]["report"]
-    models = ordered(
-        {m for rs in units.values() for r in rs for m in r["report"].get("models", {})}
-    )
+    models = corpus_models(units)
     lines = [
         f"### {corpus}",
         "",
@@ -112,21 +174,11 @@ def corpus_section(corpus: str, units: dict[Unit, list[dict[str, Any]]]) -> list
         if s is None:
             continue
         how = "t over seeds" if s.n > 1 else "bootstrap"
-        rows.append(
-            [
-                f"`{m}`",
-                num(s.mrr),
-                f"[{num(s.lo)}, {num(s.hi)}]",
-                how,
-                num(s.r1),
-                num(s.params, ",.0f"),
-                num(s.seconds, ".1f"),
-                str(s.n),
-            ]
-        )
+        cells = summary_cells(s)
+        rows.append([f"`{m}`", *cells[:2], how, *cells[2:]])
     head = ["model", "test MRR", "95% interval", "interval", "R@1", "params", "train s", "seeds"]
     lines += [*table(head, rows), ""]
-    pairs = {r: p for r in models if r != "cube" and (p := paired_for(units, r)) is not None}
+    pairs: dict[str, Paired] = corpus_pairs(units, models)
     if pairs:
         rows = [
             [f"`{r}`", num(p.mean, "+.3f"), num(p.se), p.se_from, f"{p.wins}/{p.n}"]
@@ -157,13 +209,12 @@ def curve_section(corpus: str, rows: list[dict[str, Any]], plots: Path, md: Path
             s = summarise(units, m)
             cells.append("-" if s is None else f"{num(s.mrr)} [{num(s.lo)}, {num(s.hi)}]")
         body.append([label, num(n_train, ".0f"), *cells])
-    png = plots / f"learning_curve_{corpus}.png"
+    png = curve_png(plots, corpus)
     plot_curve(corpus, points, models, png)
-    link = os.path.relpath(png, md.parent).replace(os.sep, "/")
     return [
         f"### {corpus}",
         "",
-        f"![test MRR against train size on {corpus}]({link})",
+        f"![test MRR against train size on {corpus}]({link(png, md)})",
         "",
         "Test MRR [95% interval] per train size (`data.max_train`; one fixed test split).",
         "",
@@ -290,9 +341,13 @@ def tune_section(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it, else its file name."""
+    where = path.resolve()
+    return (where.relative_to(ROOT) if where.is_relative_to(ROOT) else Path(path.name)).as_posix()
+
+
 def header(rows: list[dict[str, Any]], results: Path) -> list[str]:
-    where = results.resolve()
-    name = where.relative_to(ROOT) if where.is_relative_to(ROOT) else Path(results.name)
     commits: dict[str, int] = defaultdict(int)
     for r in rows:
         commits[
@@ -302,7 +357,7 @@ def header(rows: list[dict[str, Any]], results: Path) -> list[str]:
     lines = [
         "# The study: does the lattice earn its keep?",
         "",
-        f"Generated by `{RENDER_COMMAND}` from `{name.as_posix()}` ({len(rows)} runs) alone; do "
+        f"Generated by `{RENDER_COMMAND}` from `{shown(results)}` ({len(rows)} runs) alone; do "
         "not edit by hand. Runs come from `python -m benchmarks.study --plan NAME` "
         "(plans small, curve, cube, tune; see its `--help`); each row of the results file holds "
         "one run's whole `report.json`.",
@@ -333,26 +388,98 @@ def render_markdown(rows: list[dict[str, Any]], results: Path, md: Path, plots: 
     ]
     for corpus, units in grouped(rows, headline_rows).items():
         lines += corpus_section(corpus, units)
-    curves = grouped(rows, lambda r: r.get("variant") in HEADLINE_VARIANTS)
     curve_lines = []
-    for corpus in curves:
-        rs = [r for r in rows if r["corpus"] == corpus and r.get("variant") in HEADLINE_VARIANTS]
-        if len({r["train_size"] for r in rs}) >= 2:
-            curve_lines += curve_section(corpus, rs, plots, md)
+    for corpus, rs in curve_rows(rows).items():
+        curve_lines += curve_section(corpus, rs, plots, md)
     if curve_lines:
         lines += ["## Learning curve", "", *curve_lines]
     lines += cube_section(rows) + tune_section(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def headline_block(
+    rows: list[dict[str, Any]], results: Path, readme: Path, md: Path, plots: Path
+) -> list[str]:
+    """The README's results block: plan ``small``, one table with the corpora as row groups, one
+    lattice sentence per corpus, and links to the study page and the learning-curve plots."""
+    small = grouped(rows, small_plan_rows)
+    n_runs = sum(len(rs) for units in small.values() for rs in units.values())
+    lines = [
+        f"Rendered by `{RENDER_COMMAND}` from `{shown(results)}` ({n_runs} runs of "
+        "`python -m benchmarks.study --plan small`: the default config, each seed its own split "
+        "and initialisation); do not edit by hand. Test MRR is the mean over seeds with its 95% "
+        "interval (t over seeds; with one seed, the run's bootstrap over test pairs); params "
+        "counts the parameters that affect the output; train s is training seconds. Every "
+        f"table, the paired differences and the plots: [{link(md, readme)}]({link(md, readme)}).",
+        "",
+    ]
+    if not small:
+        lines += [f"No run of plan `small` is in `{shown(results)}` yet."]
+    body, sentences = [], []
+    for corpus, units in small.items():
+        group = f"**{corpus}**"  # the corpus names its first row only
+        for m in corpus_models(units):
+            s = summarise(units, m)
+            if s is not None:
+                body.append([group, f"`{m}`", *summary_cells(s)])
+                group = ""
+        text = sentence(corpus, corpus_pairs(units, LATTICE_RIVALS))
+        if text:
+            sentences.append(f"- {text}")
+    if body:
+        head = ["corpus", "model", "test MRR", "95% interval", "R@1", "params", "train s", "seeds"]
+        lines += [*table(head, body), ""]
+    if sentences:
+        lines += [*sentences, ""]
+    for corpus in curve_rows(rows):
+        png = curve_png(plots, corpus)
+        lines += [
+            f"Learning curve on {corpus} (test MRR against train size; table in "
+            f"[{link(md, readme)}]({link(md, readme)}#learning-curve)):",
+            "",
+            f"![test MRR against train size on {corpus}]({link(png, readme)})",
+            "",
+        ]
+    return lines
+
+
+def splice(text: str, block: list[str], path: Path) -> str:
+    """``text`` with everything between the headline markers replaced by ``block``."""
+    begin, end = text.find(HEADLINE_BEGIN), text.find(HEADLINE_END)
+    if text.count(HEADLINE_BEGIN) != 1 or text.count(HEADLINE_END) != 1 or end < begin:
+        raise CellcubeError(
+            f"{shown(path)}: expected one {HEADLINE_BEGIN} line and, after it, one "
+            f"{HEADLINE_END} line around the study's headline block"
+        )
+    inner = "\n".join(block).strip("\n")
+    return f"{text[: begin + len(HEADLINE_BEGIN)]}\n\n{inner}\n\n{text[end:]}"
+
+
 def render(
-    results: Path = RESULTS, md: Path | None = None, plots: Path | None = None
+    results: Path = RESULTS,
+    md: Path | None = None,
+    plots: Path | None = None,
+    readme: Path | None = None,
 ) -> list[Path]:
-    """Write the study page and its plots from ``results`` alone; returns the written paths."""
+    """Write the study page and its plots from ``results`` alone, and with ``readme`` its
+    headline block between the markers (checked before anything is written); returns the
+    written paths."""
     md = md or ROOT / "docs" / "study.md"
     plots = plots or md.parent / "study"
     rows = read_results(results)
+    readme_bytes = None
+    if readme is not None:
+        try:
+            old = readme.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CellcubeError(f"{shown(readme)}: cannot read ({exc})") from None
+        block = headline_block(rows, results, readme, md, plots)
+        readme_bytes = splice(old, block, readme).encode("utf-8")
     text = render_markdown(rows, results, md, plots)
     write_text(md, text)
     pngs = sorted(plots.glob("learning_curve_*.png")) if plots.is_dir() else []
-    return [md, *pngs]
+    if readme is None or readme_bytes is None:  # (both or neither)
+        return [md, *pngs]
+    with atomic_open(readme, "wb") as fh:
+        fh.write(readme_bytes)
+    return [md, *pngs, readme]

@@ -86,13 +86,16 @@ PHRASE = {
 
 
 def sentence(corpus: str, pairs: dict[str, Paired]) -> str | None:
-    """One plain sentence: does the lattice add anything over ``no_lattice`` and ``linear``?"""
+    """One plain sentence: does the lattice add anything over ``no_lattice`` and ``linear``?
+
+    Each paired difference (cube minus rival) is given as mean ± SE; it is a win or a loss only
+    beyond 2 SE (:func:`verdict`), else "no measurable difference"."""
     rivals = [r for r in LATTICE_RIVALS if r in pairs]
     if not rivals:
         return None
     parts = [
-        f"{PHRASE[verdict(pairs[r])].format(r=r)} ({num(pairs[r].mean, '+.3f')} MRR, "
-        f"SE {num(pairs[r].se)})"
+        f"{PHRASE[verdict(pairs[r])].format(r=r)} "
+        f"({num(pairs[r].mean, '+.3f')} ± {num(pairs[r].se)} MRR)"
         for r in rivals
     ]
     verdicts = {r: verdict(pairs[r]) for r in rivals}
@@ -103,7 +106,11 @@ def sentence(corpus: str, pairs: dict[str, Paired]) -> str | None:
     else:
         conclusion = "the lattice adds nothing measurable here"
     n = pairs[rivals[0]].n
-    seeds = f"{n} seeds" if n > 1 else "1 seed, SE from the paired bootstrap over test pairs"
+    seeds = (
+        f"{n} seeds; cube minus baseline, mean ± SE over seeds"
+        if n > 1
+        else "1 seed; cube minus baseline ± the paired-bootstrap SE over test pairs"
+    )
     return f"On {corpus} ({seeds}) the cube {' and '.join(parts)}: {conclusion}."
 
 

@@ -22,7 +22,7 @@ from benchmarks.study import (
     plan_runs,
     tune_variants,
 )
-from benchmarks.study_render import render
+from benchmarks.study_render import HEADLINE_BEGIN, HEADLINE_END, render
 from benchmarks.study_results import KEY_FIELDS, append_result, pending, read_results, row_key
 from benchmarks.study_stats import Paired, paired, sentence, t_interval, verdict
 
@@ -95,10 +95,62 @@ def test_verdict_flips_at_two_standard_errors() -> None:
     assert verdict(Paired(-0.0201, 0.01, 5, 1, "seeds")) == "loses"
     assert verdict(Paired(0.5, None, 1, 1, "bootstrap")) == "unknown"
     assert sent(0.0201).endswith("the lattice earns its keep here.")
-    assert "beats `no_lattice` (+0.020 MRR, SE 0.010)" in sent(0.0201)
+    assert "beats `no_lattice` (+0.020 ± 0.010 MRR)" in sent(0.0201)
     assert sent(0.0199).endswith("the lattice adds nothing measurable here.")
     assert "shows no measurable difference from `linear`" in sent(0.0199)
-    assert "is beaten by `linear` (-0.020 MRR" in sent(-0.0201)
+    assert "is beaten by `linear` (-0.020 ± 0.010 MRR)" in sent(-0.0201)
+
+
+README_BEFORE = "# project\r\n\nKept as it is: ±, tabs\t, CRLF.\r\n\n"
+README_AFTER = "\n\n## Next section\n\nalso kept\n"
+
+
+def _render_readme(tmp: Path, readme_text: str) -> tuple[int, Path, Path]:
+    readme, md = tmp / "README.md", tmp / "docs" / "study.md"
+    readme.write_bytes(readme_text.encode())
+    args = ["--render-only", "--results", str(FIXTURE), "--md", str(md)]
+    status = main([*args, "--plots", str(tmp / "docs" / "study"), "--readme", str(readme)])
+    return status, readme, md
+
+
+def test_readme_headline_block_is_rendered_between_the_markers_only(tmp_path: Path) -> None:
+    stale = f"{HEADLINE_BEGIN}\nstale table\n{HEADLINE_END}"
+    status, readme, md = _render_readme(tmp_path, README_BEFORE + stale + README_AFTER)
+    assert status == 0
+    first = readme.read_bytes()
+    assert main(["--render-only", "--results", str(FIXTURE), "--md", str(md), "--plots",
+                 str(tmp_path / "docs" / "study"), "--readme", str(readme)]) == 0  # fmt: skip
+    assert readme.read_bytes() == first  # byte-for-byte the same the second time
+    text = first.decode()
+    assert text.startswith(README_BEFORE + HEADLINE_BEGIN + "\n\n")
+    assert text.endswith("\n\n" + HEADLINE_END + README_AFTER)
+    block = text[len(README_BEFORE) : -len(README_AFTER)]
+    assert "stale" not in block and "python -m benchmarks.study --render-only" in block
+    assert "[docs/study.md](docs/study.md)" in block
+    assert "(docs/study/learning_curve_chitchat.png)" in block
+    # the same summaries and sentences as docs/study.md, plan small only (not cube / tune rows)
+    page = md.read_text()
+    cube = next(line for line in page.splitlines() if line.startswith("| `cube` |"))
+    cells = cube.split(" | ")
+    assert f"| **chatterbot** | `cube` | {' | '.join(cells[1:3] + cells[4:])}" in block
+    assert block.count("| **") == 2 and "| **tech** | `cube` |" in block
+    sentences = [line for line in block.splitlines() if line.startswith("- On ")]
+    assert len(sentences) == 2 and all(s[2:] in page for s in sentences)
+    assert "On chatterbot (3 seeds; cube minus baseline, mean ± SE over seeds)" in sentences[0]
+
+
+@pytest.mark.parametrize(
+    "markers",
+    ["", HEADLINE_BEGIN, HEADLINE_END, f"{HEADLINE_END}\n{HEADLINE_BEGIN}",
+     f"{HEADLINE_BEGIN}\n{HEADLINE_END}\n{HEADLINE_BEGIN}\n{HEADLINE_END}"],
+)  # fmt: skip
+def test_readme_without_one_marker_pair_is_one_error(tmp_path: Path, markers, capsys) -> None:
+    status, readme, md = _render_readme(tmp_path, README_BEFORE + markers + README_AFTER)
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "README.md" in err and HEADLINE_BEGIN in err
+    assert readme.read_bytes() == (README_BEFORE + markers + README_AFTER).encode()
+    assert not md.exists()  # checked before anything is written
 
 
 def _row(run: Run, mrr: float = 0.5) -> dict:

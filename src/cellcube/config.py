@@ -259,6 +259,13 @@ class EvalConfig(_Section):
     baselines: bool = True
     # resamples of the percentile bootstrap over test pairs (confidence intervals); 0: off
     bootstrap: int = Field(1000, ge=0)
+    # the teacher itself fine-tuned on train (sentence-transformers recipe), reported as
+    # `finetuned_teacher` (cellcube.models.finetune); its epoch (1..finetune_epochs) by val MRR
+    finetune_teacher: bool = False
+    finetune_epochs: int = Field(3, ge=1, le=3)
+    finetune_lr: float = Field(2e-5, gt=0)
+    finetune_batch_size: int = Field(32, ge=2)
+    finetune_warmup: float = Field(0.1, ge=0, lt=1)
 
 
 class Config(_Section):

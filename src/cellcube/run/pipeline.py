@@ -41,9 +41,10 @@ from cellcube.data import (
 )
 from cellcube.embed.splits import EmbeddedSplit, embed_splits
 from cellcube.errors import CellcubeError
-from cellcube.eval.evaluate import ModelEntry, evaluate
+from cellcube.eval.evaluate import ModelEntry, Precomputed, evaluate
 from cellcube.eval.plots import plot_training
 from cellcube.models.baselines import build_model, fit_ridge, mean_answer, trained_models
+from cellcube.models.finetune import FinetunedEncoder, finetune_teacher, read_record
 from cellcube.models.params import effective_params
 from cellcube.objectives.curriculum import teacher_difficulty
 from cellcube.run.rundir import RunDir
@@ -142,7 +143,7 @@ def train_run(
             )
             seconds = time.perf_counter() - start
             distributed.on_rank_zero(partial(run.mark_done, name, seconds))
-        return distributed.on_rank_zero(partial(_finish, cfg, run, emb))
+        return distributed.on_rank_zero(partial(_finish, cfg, run, emb, log))
 
 
 def _silent(message: str) -> None:
@@ -187,8 +188,9 @@ def _read_split(cfg: Config, run: RunDir, resume: bool, overwrite: bool, log: Lo
     return split
 
 
-def _finish(cfg: Config, run: RunDir, emb: dict[str, EmbeddedSplit]) -> dict[str, Any]:
-    """After training: fit the ridge baseline, plot the training curves, evaluate on test."""
+def _finish(cfg: Config, run: RunDir, emb: dict[str, EmbeddedSplit], log: Log) -> dict[str, Any]:
+    """After training: fit the ridge baseline (and fine-tune the teacher when
+    ``eval.finetune_teacher``), plot the training curves, evaluate on test."""
     if cfg.eval.baselines:
         train, val = emb["train"], emb["val"]
         run.write_ridge(
@@ -196,8 +198,30 @@ def _finish(cfg: Config, run: RunDir, emb: dict[str, EmbeddedSplit]) -> dict[str
                 train.q, train.a, val.q, val.answer_ids, val.candidates, cfg.eval.ridge_alphas
             )
         )
+    if cfg.eval.finetune_teacher and not run.finetuned.exists():
+        _finetune(cfg, run, log)
     plot_training({name: run.model(name).metrics_csv for name in model_names(cfg)}, run.plot)
     return _evaluate(cfg, run, emb)
+
+
+def _finetune(cfg: Config, run: RunDir, log: Log) -> None:
+    """The ``finetuned_teacher`` baseline: the teacher itself fine-tuned on the run's train pairs
+    (:func:`cellcube.models.finetune.finetune_teacher`), saved into the run directory."""
+    e, split = cfg.eval, run.read_pairs()
+    log(f"fine-tuning the teacher ({e.finetune_epochs} epoch(s), lr {e.finetune_lr:g})")
+    result = finetune_teacher(
+        cfg.teacher,
+        split.train,
+        split.val,
+        run.finetuned,
+        epochs=e.finetune_epochs,
+        lr=e.finetune_lr,
+        batch_size=e.finetune_batch_size,
+        warmup=e.finetune_warmup,
+        seed=cfg.seed,
+        progress=cfg.train.progress,
+    )
+    log(f"finetuned_teacher: epoch {result.best_epoch} kept, {result.train_seconds:.0f} s")
 
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
@@ -237,4 +261,27 @@ def model_entries(
         entries["mean_answer"] = ModelEntry(mean_answer(emb["train"].a), dim)
         ridge = run.load_ridge()
         entries["ridge"] = ModelEntry(ridge, ridge.n_params, train_seconds=ridge.fit_seconds)
+    if cfg.eval.finetune_teacher:
+        entries["finetuned_teacher"] = _finetuned_entry(cfg, run, emb)
     return entries
+
+
+def _finetuned_entry(cfg: Config, run: RunDir, emb: Mapping[str, EmbeddedSplit]) -> ModelEntry:
+    """The fine-tuned teacher as a report entry: its own embeddings of each split's questions and
+    distinct answers (in the order the split's ``answer_ids`` index)."""
+    encoder = FinetunedEncoder.load(run.finetuned)
+    test, val = emb["test"], emb["val"]
+    outputs = Precomputed(
+        encoder.encode(test.questions),
+        encoder.encode(test.answers),
+        encoder.encode(val.questions),
+        encoder.encode(val.answers),
+    )
+    record = read_record(run.finetuned)
+    return ModelEntry(
+        outputs,
+        encoder.params,
+        cfg.eval.finetune_lr,
+        record["recipe"]["weight_decay"],
+        record["train_seconds"],
+    )

@@ -90,6 +90,12 @@ class RunDir:
     def plot(self) -> Path:
         return self.root / "plots" / "training.png"
 
+    @property
+    def finetuned(self) -> Path:
+        """The fine-tuned teacher (``eval.finetune_teacher``): a SentenceTransformer directory
+        with its ``finetune.json`` record."""
+        return self.models / "finetuned_teacher"
+
     def model(self, name: str) -> ModelDir:
         """The directory of trained model ``name`` (one of
         :data:`~cellcube.config.TRAINED_MODELS`)."""
