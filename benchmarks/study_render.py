@@ -19,28 +19,33 @@ MRR) and the learning-rate x weight-decay grid (best setting per model on valida
 
 The same numbers head ``README.md``: :func:`render` also rewrites the block between the markers
 ``<!-- study:headline:begin -->`` and ``<!-- study:headline:end -->`` (nothing outside them) with
-the runs of plan ``small``: one table, corpora as row groups, and the lattice sentence per corpus
-(:func:`headline_block`, from the same summaries and sentences as the page).
+the runs of plan ``small`` (:mod:`benchmarks.study_readme`); the helpers both share are in
+:mod:`benchmarks.study_tables`.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.study import TUNE_LRS, TUNE_WDS, TUNED_MODELS, cube_variants
+from benchmarks.study_plans import TUNE_LRS, TUNE_WDS, TUNED_MODELS, cube_variants
+from benchmarks.study_readme import (
+    HEADLINE_BEGIN,
+    HEADLINE_END,
+    README,
+    headline_block,
+    small_plan_rows,
+    splice,
+)
 from benchmarks.study_results import RESULTS, ROOT, read_results
 from benchmarks.study_stats import (
-    LATTICE_RIVALS,
     Paired,
-    Summary,
     Unit,
     by_unit,
     grouped,
@@ -48,25 +53,60 @@ from benchmarks.study_stats import (
     mean_of,
     metric,
     num,
-    paired_for,
     sentence,
     summarise,
     variant_means,
 )
+from benchmarks.study_tables import (
+    HEADLINE_VARIANTS,
+    MODEL_ORDER,
+    RENDER_COMMAND,
+    corpus_models,
+    corpus_pairs,
+    curve_png,
+    curve_rows,
+    link,
+    ordered,
+    shown,
+    summary_cells,
+    table,
+)
 from cellcube.errors import CellcubeError
 from cellcube.io import atomic_open, write_text
 
-MODEL_ORDER = (
-    "cube",
-    "no_lattice",
-    "linear",
-    "mlp",
-    "cube_0_steps",
-    "ridge",
-    "identity",
-    "mean_answer",
-    "finetuned_teacher",
-)
+# the README block and the shared helpers moved out; their names stay importable from here
+__all__ = [
+    "COLOURS",
+    "CURVE_MODELS",
+    "HEADLINE_BEGIN",
+    "HEADLINE_END",
+    "HEADLINE_VARIANTS",
+    "MODEL_ORDER",
+    "README",
+    "RENDER_COMMAND",
+    "corpus_models",
+    "corpus_pairs",
+    "corpus_section",
+    "cube_section",
+    "curve_png",
+    "curve_rows",
+    "curve_section",
+    "header",
+    "headline_block",
+    "headline_rows",
+    "link",
+    "ordered",
+    "plot_curve",
+    "render",
+    "render_markdown",
+    "shown",
+    "small_plan_rows",
+    "splice",
+    "summary_cells",
+    "table",
+    "tune_section",
+]
+
 CURVE_MODELS = ("cube", "no_lattice", "linear", "mlp", "identity", "finetuned_teacher")
 COLOURS = {
     "cube": "#d62728",
@@ -76,42 +116,6 @@ COLOURS = {
     "identity": "#7f7f7f",
     "finetuned_teacher": "#ff7f0e",
 }
-HEADLINE_VARIANTS = ("default", "finetune")
-RENDER_COMMAND = "python -m benchmarks.study --render-only"
-README = ROOT / "README.md"
-HEADLINE_BEGIN = "<!-- study:headline:begin -->"
-HEADLINE_END = "<!-- study:headline:end -->"
-
-
-# -- formatting --------------------------------------------------------------------------------
-
-
-def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return out + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def ordered(models: Iterable[str]) -> list[str]:
-    """Model names in :data:`MODEL_ORDER`, unknown ones after it, sorted."""
-    known = set(models)
-    return [m for m in MODEL_ORDER if m in known] + sorted(known - set(MODEL_ORDER))
-
-
-def summary_cells(s: Summary) -> list[str]:
-    """Test MRR, its 95% interval, R@1, params, train seconds, seeds: as table cells."""
-    return [
-        num(s.mrr),
-        f"[{num(s.lo)}, {num(s.hi)}]",
-        num(s.r1),
-        num(s.params, ",.0f"),
-        num(s.seconds, ".1f"),
-        str(s.n),
-    ]
-
-
-def link(target: Path, page: Path) -> str:
-    """``target`` relative to the directory of the markdown file ``page``."""
-    return os.path.relpath(target, page.parent).replace(os.sep, "/")
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -119,41 +123,6 @@ def link(target: Path, page: Path) -> str:
 
 def headline_rows(row: dict[str, Any]) -> bool:
     return row.get("train_size") == "all" and row.get("variant") in HEADLINE_VARIANTS
-
-
-def small_plan_rows(row: dict[str, Any]) -> bool:
-    """The runs of plan ``small``: the default config at the full train size, no fold and no
-    extra override (whichever plan recorded them: the run key, not the plan, names a run)."""
-    return (
-        row.get("variant") == "default"
-        and row.get("train_size") == "all"
-        and row.get("fold") is None
-        and not row.get("overrides")
-    )
-
-
-def corpus_models(units: dict[Unit, list[dict[str, Any]]]) -> list[str]:
-    """Every model any run of the corpus reported, in :data:`MODEL_ORDER`."""
-    return ordered({m for rs in units.values() for r in rs for m in r["report"].get("models", {})})
-
-
-def corpus_pairs(units: dict[Unit, list[dict[str, Any]]], models: Iterable[str]) -> dict:
-    """Cube minus each other model of ``models`` (name -> :class:`Paired`), where both ran."""
-    return {r: p for r in models if r != "cube" and (p := paired_for(units, r)) is not None}
-
-
-def curve_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per corpus with at least two train sizes: its learning-curve rows (default variants)."""
-    out = {}
-    for corpus in grouped(rows, lambda r: r.get("variant") in HEADLINE_VARIANTS):
-        rs = [r for r in rows if r["corpus"] == corpus and r.get("variant") in HEADLINE_VARIANTS]
-        if len({r["train_size"] for r in rs}) >= 2:
-            out[corpus] = rs
-    return out
-
-
-def curve_png(plots: Path, corpus: str) -> Path:
-    return plots / f"learning_curve_{corpus}.png"
 
 
 def corpus_section(corpus: str, units: dict[Unit, list[dict[str, Any]]]) -> list[str]:
@@ -341,12 +310,6 @@ def tune_section(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it, else its file name."""
-    where = path.resolve()
-    return (where.relative_to(ROOT) if where.is_relative_to(ROOT) else Path(path.name)).as_posix()
-
-
 def header(rows: list[dict[str, Any]], results: Path) -> list[str]:
     commits: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -395,64 +358,6 @@ def render_markdown(rows: list[dict[str, Any]], results: Path, md: Path, plots: 
         lines += ["## Learning curve", "", *curve_lines]
     lines += cube_section(rows) + tune_section(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def headline_block(
-    rows: list[dict[str, Any]], results: Path, readme: Path, md: Path, plots: Path
-) -> list[str]:
-    """The README's results block: plan ``small``, one table with the corpora as row groups, one
-    lattice sentence per corpus, and links to the study page and the learning-curve plots."""
-    small = grouped(rows, small_plan_rows)
-    n_runs = sum(len(rs) for units in small.values() for rs in units.values())
-    lines = [
-        f"Rendered by `{RENDER_COMMAND}` from `{shown(results)}` ({n_runs} runs of "
-        "`python -m benchmarks.study --plan small`: the default config, each seed its own split "
-        "and initialisation); do not edit by hand. Test MRR is the mean over seeds with its 95% "
-        "interval (t over seeds; with one seed, the run's bootstrap over test pairs); params "
-        "counts the parameters that affect the output; train s is training seconds. Every "
-        f"table, the paired differences and the plots: [{link(md, readme)}]({link(md, readme)}).",
-        "",
-    ]
-    if not small:
-        lines += [f"No run of plan `small` is in `{shown(results)}` yet."]
-    body, sentences = [], []
-    for corpus, units in small.items():
-        group = f"**{corpus}**"  # the corpus names its first row only
-        for m in corpus_models(units):
-            s = summarise(units, m)
-            if s is not None:
-                body.append([group, f"`{m}`", *summary_cells(s)])
-                group = ""
-        text = sentence(corpus, corpus_pairs(units, LATTICE_RIVALS))
-        if text:
-            sentences.append(f"- {text}")
-    if body:
-        head = ["corpus", "model", "test MRR", "95% interval", "R@1", "params", "train s", "seeds"]
-        lines += [*table(head, body), ""]
-    if sentences:
-        lines += [*sentences, ""]
-    for corpus in curve_rows(rows):
-        png = curve_png(plots, corpus)
-        lines += [
-            f"Learning curve on {corpus} (test MRR against train size; table in "
-            f"[{link(md, readme)}]({link(md, readme)}#learning-curve)):",
-            "",
-            f"![test MRR against train size on {corpus}]({link(png, readme)})",
-            "",
-        ]
-    return lines
-
-
-def splice(text: str, block: list[str], path: Path) -> str:
-    """``text`` with everything between the headline markers replaced by ``block``."""
-    begin, end = text.find(HEADLINE_BEGIN), text.find(HEADLINE_END)
-    if text.count(HEADLINE_BEGIN) != 1 or text.count(HEADLINE_END) != 1 or end < begin:
-        raise CellcubeError(
-            f"{shown(path)}: expected one {HEADLINE_BEGIN} line and, after it, one "
-            f"{HEADLINE_END} line around the study's headline block"
-        )
-    inner = "\n".join(block).strip("\n")
-    return f"{text[: begin + len(HEADLINE_BEGIN)]}\n\n{inner}\n\n{text[end:]}"
 
 
 def render(
