@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 import _reliability
+from _reports import assert_same_model_metrics
 from cellcube.config import TRAINED_MODELS
 from cellcube.data import load_builtin
 from cellcube.train.checkpoints import load_checkpoint
@@ -260,11 +261,7 @@ def reference(workspace: Path, server: ForkServer) -> dict[str, Any]:
 
 
 def _assert_same_metrics(run: Path, reference: dict[str, Any]) -> None:
-    got = _metrics(run)
-    assert got.keys() == reference.keys()
-    for name, metrics in reference.items():
-        for key, value in metrics.items():
-            assert got[name][key] == pytest.approx(value, abs=1e-6), (name, key)
+    assert_same_model_metrics(_metrics(run), reference, abs_tol=1e-6)
 
 
 @pytest.mark.timeout(900)
