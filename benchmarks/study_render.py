@@ -33,6 +33,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from benchmarks.study_plans import TUNE_LRS, TUNE_WDS, TUNED_MODELS, cube_variants
 from benchmarks.study_readme import (
@@ -211,6 +212,9 @@ def plot_curve(corpus: str, points: list, models: Sequence[str], png: Path) -> N
         ax.plot(xs, ys, marker="o", label=m, color=colour)
         ax.fill_between(xs, los, his, color=colour, alpha=0.15, linewidth=0)
     ax.set_xscale("log")
+    sizes = sorted({n_train for n_train, _, _ in points})
+    ax.set_xticks(sizes, [f"{int(n):,}" for n in sizes])  # the sizes run, not powers of ten
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("train pairs")
     ax.set_ylabel("test MRR")
     ax.set_title(f"{corpus}: test MRR against train size (95% intervals)")
