@@ -18,6 +18,7 @@ reach every rank). Rank 0 writes the largest gradient differences and what each 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import sys
 from pathlib import Path
@@ -100,6 +101,10 @@ def main(store: str, out_path: str, rank: int) -> None:
         out["ref_max"] = r.abs().max().item()
         out["seen"] = seen
         Path(out_path).write_text(json.dumps(out))
+    # DDP's reducers must go while the process group still exists: freed later (when main's
+    # frame is torn down, after destroy_process_group) one could hang in its destructor
+    del ddp_ours, ddp_local, ddp_naive
+    gc.collect()
     dist.barrier()  # leave together: a rank tearing down alone can leave its peer waiting
     dist.destroy_process_group()
 
