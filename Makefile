@@ -33,6 +33,7 @@ demo: install
 		"What is artificial intelligence?" \
 		"Do you like music?" \
 		"What is the capital of France?"
+	@test -f $(RUN)/report.html && echo "report page: $(abspath $(RUN))/report.html"
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -41,11 +42,11 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
-# Performance suite -> benchmarks/results.json + benchmarks/memory_vs_steps.png (docs/benchmark.md).
-# e.g. make bench BENCH_ARGS="--threads 1 --compile"
+# Performance suite -> benchmarks/results.json + benchmarks/memory_vs_steps.png (docs/benchmark.md),
+# including the wall time of the default `cellcube train`. e.g. make bench BENCH_ARGS="--compile"
 BENCH_ARGS ?=
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_cube $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_cube --train-run $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -33,6 +33,11 @@ One run measures, on this machine and in this process (``make bench``)::
 * **bf16 autocast** inference/training throughput and its error vs fp32, and (``--compile``)
   ``torch.compile`` of the cell update; both run unchanged on CUDA, where memory is read from
   ``torch.cuda.max_memory_allocated``.
+* **The default config in context** (``default_config_context``): training and inference
+  embeddings/s of the default cube as it runs (light cone and signal front) beside the
+  equal-size MLP's, the cube's training FLOP efficiency there, and (``--train-run``) the wall
+  time of the default ``cellcube train`` on chatterbot (all five trained models, the baselines,
+  the evaluation) in a subprocess, with each model's ``train_seconds`` from its report.
 
 Training cells whose activations would not fit in ``--max-train-gib`` are measured with
 checkpointing and flagged (``train_checkpointed``). This module is the driver (arguments, the
@@ -46,6 +51,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -210,15 +218,17 @@ def bench_bf16(device: torch.device, args: argparse.Namespace) -> dict[str, floa
 
 
 def bench_compile(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
-    """``torch.compile`` of the readable cell rule (the training step) vs eager, 8x8x6 and 8
-    steps. Inference runs the in-place kernels (:mod:`cellcube.models.kernels`), uncompiled."""
+    """``torch.compile`` of one step of the cube (:meth:`Cube.step`, in training the one-node
+    step of :mod:`cellcube.models.step`) vs eager, 8x8x6 and 8 steps; ``compile_s`` is the
+    first (compiling) inference and training call. Inference runs the in-place kernels
+    (:mod:`cellcube.models.kernels`), which the compiled step does not touch."""
     cfg = cube_config((8, 8, 6), args.channels, args.hidden)
     q, a = random_batch(args.batch, device)
     res: dict[str, float] = {}
     for name in ("eager", "compiled"):
         cube = make_cube(cfg, device)
         if name == "compiled":
-            cube.rule.forward = torch.compile(cube.rule.forward)
+            cube.step = torch.compile(cube.step)  # type: ignore[method-assign]
             t = time.perf_counter()
             infer_fn(cube.eval(), q, 8, False)()
             train_step_fn(cube.train(), q, a, 8, False)()
@@ -233,7 +243,8 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict[str, f
 
 
 def bench_context(device: torch.device, args: argparse.Namespace) -> dict[str, float]:
-    """Default cube vs the equal-size MLP baseline and the teacher, for scale."""
+    """Default cube vs the equal-size MLP baseline and the teacher, for scale; the default
+    cube's training FLOP efficiency (as it runs: light cone and signal front)."""
     cfg = Config()
     q, a = random_batch(args.batch, device)
     res: dict[str, float] = {}
@@ -248,6 +259,11 @@ def bench_context(device: torch.device, args: argparse.Namespace) -> dict[str, f
         res[f"{name}_train_emb_per_s"] = args.batch / best_time(
             train_step_fn(model.train(), q, a, None, False), device, 1.0, 50
         )
+        if name == "cube":  # the cube's own fwd + bwd, without loss and optimiser
+            flops = 3 * forward_flops(cfg.cube, args.batch, cfg.cube.steps)
+            res["cube_train_fwd_bwd_s"], res["cube_train_flop_efficiency"] = paired_time(
+                lambda m=model: m(q).square().sum().backward(), flops, device, 1.0, 20
+            )
     if not args.quick:
         from cellcube.embed.teachers import load_teacher
 
@@ -258,6 +274,22 @@ def bench_context(device: torch.device, args: argparse.Namespace) -> dict[str, f
         teacher.encode(texts * 4)
         res["teacher_encode_emb_per_s"] = 4 * len(texts) / (time.perf_counter() - t)
     return res
+
+
+def bench_train_run(quick: bool) -> dict[str, object]:
+    """Wall time of the default ``cellcube train`` on chatterbot (``configs/default.yaml``) in a
+    subprocess with this process's environment, and each model's ``train_seconds``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "cellcube.cli.main", "train", "--out", f"{tmp}/run"]
+        cmd += ["--set", "train.progress=false"]
+        if quick:  # a smoke run: two epochs, no bootstrap
+            cmd += ["--set", "train.epochs=2", "--set", "eval.bootstrap=0"]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - t
+        report = json.loads(Path(f"{tmp}/run/report.json").read_text())
+    seconds = {k: v["train_seconds"] for k, v in report["models"].items() if "train_seconds" in v}
+    return {"wall_s": wall, "train_seconds": seconds, "epochs": 2 if quick else None}
 
 
 def plot_memory(curve: dict[str, dict[str, float]], title: str, path: Path) -> None:
@@ -326,6 +358,7 @@ def main() -> None:
     ap.add_argument("--memory-lattice", default="8x8x6")
     ap.add_argument("--efficiency", default="16x16x16:32:128:4", help="LATTICE:C:H:STEPS probe")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the rule")
+    ap.add_argument("--train-run", action="store_true", help="also time `cellcube train`")
     ap.add_argument("--quick", action="store_true", help="small smoke run (tests)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     ap.add_argument("--plot", type=Path, default=Path("benchmarks/memory_vs_steps.png"))
@@ -404,6 +437,10 @@ def main() -> None:
         result["torch_compile"] = bench_compile(device, args)
         print(f"torch.compile: {result['torch_compile']}", flush=True)
     result["default_config_context"] = bench_context(device, args)
+    print(f"default config: {result['default_config_context']}", flush=True)
+    if args.train_run:
+        result["default_cellcube_train"] = bench_train_run(args.quick)
+        print(f"cellcube train (default): {result['default_cellcube_train']}", flush=True)
     result["machine"]["load_average_at_end"] = list(os.getloadavg())  # type: ignore[index]
     result["wall_s"] = time.perf_counter() - started
     plot_memory(

@@ -23,6 +23,12 @@ folds 0..K-1 of every seed, ``--set KEY=VALUE`` adds an override to every run):
   combinations the faces reshaper allows: T >= Z-1) on chatterbot, zaragoza, tech x seeds 0-2.
 - ``tune``: learning rate {3e-4, 1e-3, 3e-3} x weight decay {0.01, 0.3, 3.0}, the same value for
   every trained model, on chatterbot, zaragoza, tech x seeds 0-2; chosen on validation MRR.
+- ``variants`` (issue 16): the default cube, the cube refining a linear map (reading the question
+  or the map's output), the clamped input face, anytime training with K stochastic passes
+  (unclamped and clamped) on chatterbot, zaragoza, tech x seeds 0-2, then chitchat at 4000 train
+  pairs, seed 0.
+- ``budget`` (issue 16): the cube from about 13k to 800k parameters, the mlp sized by it and the
+  linear adapter at a matching rank, on chatterbot x seeds 0-2, then chitchat at 4000, seed 0.
 
 A run's key is (corpus, seed, fold, train size, variant name, hash of its overrides); its row
 holds the key, the overrides, the resolved config, the cellcube commit, the wall seconds and the
@@ -253,7 +259,7 @@ def planned(args: argparse.Namespace) -> list[Run]:
 def run_plans(args: argparse.Namespace) -> list[Run]:
     """Run (or with ``--dry-run`` print) the requested plans' runs that have no row yet."""
     if not args.plan:
-        raise CellcubeError("--plan: name a plan (small, curve, cube, tune) or use --render-only")
+        raise CellcubeError(f"--plan: name a plan ({', '.join(PLANS)}) or use --render-only")
     runs = pending(planned(args), [])  # each key once (plans may share runs)
     todo = pending(runs, read_results(args.results))
     print(f"{len(runs)} runs planned, {len(runs) - len(todo)} done, {len(todo)} to do", flush=True)

@@ -2,8 +2,9 @@
 
 A :class:`Run` is one planned ``cellcube train`` of :mod:`benchmarks.study`; its key is what
 resume matches in the results file (:mod:`benchmarks.study_results`). :func:`plan_runs` lists a
-plan's runs; :func:`cube_variants` and :func:`tune_variants` are the variants of plans ``cube``
-and ``tune``.
+plan's runs; :func:`cube_variants`, :func:`tune_variants`, :func:`model_variants` and
+:func:`budget_variants` are the variants of plans ``cube``, ``tune``, ``variants`` and
+``budget``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ DEFAULT_CUBE = ((4, 4, 4), 4)  # the built-in default's lattice and steps: varia
 TUNE_LRS = (3e-4, 1e-3, 3e-3)
 TUNE_WDS = (0.01, 0.3, 3.0)
 TUNED_MODELS = ("cube", "no_lattice", "linear", "mlp", "cube_0_steps")
+# plans `variants` and `budget` also run chitchat at this train size, seed 0 (when the plan's
+# corpora and seeds are not replaced on the command line)
+CHITCHAT_EXTRA = ("chitchat", 0, 4000)
+# the cube read after these step counts in every `variants` run (report `confidence.steps`)
+STEPS_CURVE = (0, 3, 4, 6, 8, 12, 16)
+ANYTIME = ("cube.steps_range=[3,8]", "cube.fire_rate=0.5", "eval.passes=8")
+# plan `budget`: (variant, lattice, channels, rank of the `linear` baseline); the rank gives the
+# low-rank linear about the cube's parameter count (None: full rank, 147,840 parameters, the
+# most a rank can usefully have); the mlp is sized by the cube in every run
+BUDGET = (
+    ("budget_c1", (4, 4, 4), 1, 17),
+    ("budget_c2", (4, 4, 4), 2, 33),
+    ("budget_c4", (4, 4, 4), 4, 67),
+    ("budget_c8", (4, 4, 4), 8, 134),
+    ("default", (4, 4, 4), 16, None),
+    ("budget_c32", (4, 4, 4), 32, None),
+    ("budget_8x8x4", (8, 8, 4), 16, None),
+)
 
 
 @dataclass(frozen=True)
@@ -119,11 +138,50 @@ def tune_variants() -> list[Variant]:
     return out
 
 
+def model_variants() -> list[Variant]:
+    """Plan ``variants`` (issue 16): the default cube, the cube refining a residual linear map
+    (reading the question or the map's output), the clamped input face, and anytime training
+    (T drawn from 3..8, a loss at every step, stochastic cells, K = 8 passes at inference),
+    unclamped and clamped; every variant but the default also reads the cube at
+    :data:`STEPS_CURVE` steps."""
+    curve = f"eval.steps_curve=[{','.join(str(t) for t in STEPS_CURVE)}]"
+    return [
+        Variant("default"),
+        Variant("refine_input", ("cube.base=linear", curve)),
+        Variant("refine_base", ("cube.base=linear", "cube.reads=base", curve)),
+        Variant("clamp", ("cube.clamp=true", curve)),
+        Variant("anytime", (*ANYTIME, curve)),
+        Variant("anytime_clamp", ("cube.clamp=true", *ANYTIME, curve)),
+    ]
+
+
+def budget_variants() -> list[Variant]:
+    """Plan ``budget`` (issue 16): the cube from about 13k to 800k parameters (:data:`BUDGET`),
+    with the mlp sized by it and the ``linear`` baseline at a rank of about its size."""
+    out = []
+    for name, (x, y, z), channels, rank in BUDGET:
+        if name == "default":
+            out.append(Variant("default"))
+            continue
+        sets = [f"cube.lattice=[{x},{y},{z}]", f"cube.channels={channels}"]
+        out.append(Variant(name, (*sets, *([f"eval.linear_rank={rank}"] if rank else []))))
+    return out
+
+
 PLAN_DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
     "small": (SMALL_CORPORA, (0, 1, 2, 3, 4)),
     "curve": (("chitchat",), (0,)),
     "cube": (SMALL_CORPORA, (0, 1, 2)),
     "tune": (SMALL_CORPORA, (0, 1, 2)),
+    "variants": (SMALL_CORPORA, (0, 1, 2)),
+    "budget": (("chatterbot",), (0, 1, 2)),
+}
+PLAN_VARIANTS = {
+    "small": lambda: [Variant("default")],
+    "cube": cube_variants,
+    "tune": tune_variants,
+    "variants": model_variants,
+    "budget": budget_variants,
 }
 
 
@@ -138,6 +196,7 @@ def plan_runs(
     each fold of every seed)."""
     if plan not in PLAN_DEFAULTS:
         raise CellcubeError(f"--plan: unknown plan {plan!r}; expected one of {', '.join(PLANS)}")
+    extra_runs = corpora is None and seeds is None and plan in ("variants", "budget")
     corpora = tuple(corpora or PLAN_DEFAULTS[plan][0])
     seeds = tuple(PLAN_DEFAULTS[plan][1] if seeds is None else seeds)
     cells: list[tuple[Variant, int | str]]
@@ -152,20 +211,23 @@ def plan_runs(
             for n in CURVE_SIZES
         ]
     else:
-        variants = {
-            "small": [Variant("default")],
-            "cube": cube_variants(),
-            "tune": tune_variants(),
-        }[plan]
-        cells = [(v, "all") for v in variants]
+        cells = [(v, "all") for v in PLAN_VARIANTS[plan]()]
     fold_ids: list[int | None] = list(range(folds)) if folds else [None]
-    return [
+    runs = [
         Run(plan, corpus, seed, variant, size, fold, folds, tuple(extra))
         for corpus in corpora
         for variant, size in cells
         for seed in seeds
         for fold in fold_ids
     ]
+    if extra_runs:  # after the plan's own runs: one larger corpus at one train size
+        corpus, seed, size = CHITCHAT_EXTRA
+        runs += [
+            Run(plan, corpus, seed, variant, size, fold, folds, tuple(extra))
+            for variant, _ in cells
+            for fold in fold_ids
+        ]
+    return runs
 
 
 PLANS = tuple(PLAN_DEFAULTS)

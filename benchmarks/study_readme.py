@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.study_protocol import headline_selection, notes_lines
 from benchmarks.study_results import ROOT
 from benchmarks.study_stats import LATTICE_RIVALS, grouped, sentence, summarise
 from benchmarks.study_tables import (
@@ -32,28 +33,19 @@ HEADLINE_BEGIN = "<!-- study:headline:begin -->"
 HEADLINE_END = "<!-- study:headline:end -->"
 
 
-def small_plan_rows(row: dict[str, Any]) -> bool:
-    """The runs of plan ``small``: the default config at the full train size, no fold and no
-    extra override (whichever plan recorded them: the run key, not the plan, names a run)."""
-    return (
-        row.get("variant") == "default"
-        and row.get("train_size") == "all"
-        and row.get("fold") is None
-        and not row.get("overrides")
-    )
-
-
 def headline_block(
     rows: list[dict[str, Any]], results: Path, readme: Path, md: Path, plots: Path
 ) -> list[str]:
     """The README's results block: plan ``small``, one table with the corpora as row groups, one
     lattice sentence per corpus, and links to the study page and the learning-curve plots."""
-    small = grouped(rows, small_plan_rows)
-    n_runs = sum(len(rs) for units in small.values() for rs in units.values())
+    chosen, notes = headline_selection(rows)
+    small = grouped(chosen, lambda r: True)
     lines = [
-        f"Rendered by `{RENDER_COMMAND}` from `{shown(results)}` ({n_runs} runs of "
-        "`python -m benchmarks.study --plan small`: the default config, each seed its own split "
-        "and initialisation); do not edit by hand. Test MRR is the mean over seeds with its 95% "
+        f"Rendered by `{RENDER_COMMAND}` from `{shown(results)}` ({len(chosen)} full-size runs "
+        "of `python -m benchmarks.study --plan small`, each under today's default config unless "
+        "a note below says otherwise; each seed its own split and initialisation); do not edit "
+        "by hand. Test MRR is the "
+        "mean over seeds with its 95% "
         "interval (t over seeds; with one seed, the run's bootstrap over test pairs); params "
         "counts the parameters that affect the output; train s is training seconds. Every "
         f"table, the paired differences and the plots: [{link(md, readme)}]({link(md, readme)}).",
@@ -77,6 +69,8 @@ def headline_block(
         lines += [*table(head, body), ""]
     if sentences:
         lines += [*sentences, ""]
+    if notes:
+        lines += [*notes_lines(notes), ""]
     for corpus in curve_rows(rows):
         png = curve_png(plots, corpus)
         lines += [

@@ -138,7 +138,7 @@ def test_done_marker_records_train_seconds(tmp_path):
     assert run.is_done("mlp") and run.train_seconds("mlp") is None
 
 
-def test_per_model_optimiser_settings():
+def test_per_model_optimiser_settings(tmp_path):
     cfg = load_config(
         None,
         ["train.models.linear.lr=0.003", "train.models.mlp.weight_decay=0.1", "train.lr=0.002"],
@@ -147,7 +147,16 @@ def test_per_model_optimiser_settings():
     assert t.optimiser("linear") == (0.003, 3.0)
     assert t.optimiser("mlp") == (0.002, 0.1)
     assert t.optimiser("cube") == (0.002, 3.0)
-    assert load_config().train.models == {}
+    assert t.optimiser("no_lattice") == (0.002, 0.3)  # the tuned default entry stays
+    assert set(load_config().train.models) == {"no_lattice", "cube_0_steps"}
+    # --set changes one field of one entry; a config file's own `models` replaces the defaults
+    merged = load_config(None, ["train.models.no_lattice.lr=0.003"]).train
+    assert merged.optimiser("no_lattice") == (0.003, 0.3)
+    reset = load_config(None, ["train.models.no_lattice.weight_decay=null"]).train
+    assert reset.optimiser("no_lattice") == (0.001, 3.0)
+    own = tmp_path / "own.yaml"
+    own.write_text("train:\n  models: {linear: {lr: 0.003}}\n")
+    assert load_config(own).train.optimiser("no_lattice") == (0.001, 3.0)
     # the optimiser Lightning gets is the model's own
     g = torch.Generator().manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=-1)

@@ -1,13 +1,14 @@
-"""The cube's fast paths compute the readable rule: kernels and cones, and their accounting.
+"""The cube's fast paths compute the readable rule: kernels, training step, cones, accounting.
 
-Two fast paths run the update of :class:`cellcube.models.cube.CellRule` differently: the in-place
-blocked kernels of inference (:mod:`cellcube.models.kernels`) and the cones, which skip cells
-(:mod:`cellcube.models.cones`). Each is compared with the readable rule at weights drawn with
-``gain=1`` (:func:`benchmarks.cube_workloads.make_cube`), where the part of every output that
-depends on its own input (:func:`benchmarks.cube_workloads.input_signal`) is of order 1, and the
-error is measured relative to that part: a path that mixed up rows, or scaled its input, would be
-off by about 1 where float rounding is about 1e-6. The benchmark's FLOP and memory accounting is
-checked against torch's own counters.
+Three fast paths run the update of :class:`cellcube.models.cube.CellRule` differently: the
+in-place blocked kernels of inference (:mod:`cellcube.models.kernels`), the one-node training
+step (:mod:`cellcube.models.step`, equal to the rule bit for bit, gradients included) and the
+cones, which skip cells (:mod:`cellcube.models.cones`). Each is compared with the readable rule
+at weights drawn with ``gain=1`` (:func:`benchmarks.cube_workloads.make_cube`), where the part
+of every output that depends on its own input (:func:`benchmarks.cube_workloads.input_signal`)
+is of order 1, and the error is measured relative to that part: a path that mixed up rows, or
+scaled its input, would be off by about 1 where float rounding is about 1e-6. The benchmark's
+FLOP and memory accounting is checked against torch's own counters.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from benchmarks.cube_workloads import (
 from torch.utils.flop_counter import FlopCounterMode
 
 from cellcube.config import CubeConfig
-from cellcube.models import kernels
+from cellcube.models import kernels, step
 from cellcube.models.cube import Cube
-from cellcube.models.lattice import neighbour_index
+from cellcube.models.lattice import inverse_index, neighbour_index
+from cellcube.models.step import gather_sum
 
 SMALL = {"lattice": (3, 2, 4), "channels": 4, "hidden": 8, "steps": 3}
 CPU = torch.device("cpu")
@@ -123,6 +125,101 @@ def test_cones_skip_cells_without_changing_values_or_gradients(steps):
     with FlopCounterMode(display=False) as counted:
         cone(e, steps=steps)
     assert counted.get_total_flops() == forward_flops(CubeConfig(**SMALL), 5, steps, dim=24)
+
+
+def _graph(t: torch.Tensor) -> set[str]:
+    """The names of the autograd nodes behind ``t``."""
+    seen, todo = {}, [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = node.name()
+            todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return set(seen.values())
+
+
+DEFAULT_SIZE = {"lattice": (4, 4, 4), "channels": 16, "hidden": 64, "steps": 4}
+STEP_CONFIGS = [
+    *CONFIGS[:4],
+    CONFIGS[5],
+    pytest.param({"checkpointing": True}, id="checkpointed"),
+    pytest.param(DEFAULT_SIZE, id="default-size"),
+    pytest.param({**DEFAULT_SIZE, "neighbourhood": 26, "steps": 5}, id="default-size-26-5-steps"),
+]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, exact: bool, name: str) -> None:
+    if exact:
+        assert torch.equal(a, b), name
+    else:  # several threads may split a GEMM's reduction differently for the two layouts
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("overrides", STEP_CONFIGS)
+def test_training_step_equals_the_readable_rule_bit_for_bit(monkeypatch, overrides, threads):
+    """The one-node training step (:mod:`cellcube.models.step`, here for steps of any size)
+    gives the outputs and every gradient (weights and input embeddings) of the readable rule
+    exactly on one thread: the same GEMMs, and the same additions in the same order. Cones, 26
+    neighbours, periodic walls, the plain reshaper, checkpointing, and the default lattice
+    (4x4x4, 16 channels, hidden 64, 4 steps). On two threads a weight gradient's GEMM may
+    round differently (26 neighbours): equal within 1e-5 relative."""
+    monkeypatch.setattr(step, "MIN_CELLS", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_step_against_rule(monkeypatch, overrides, exact=threads == 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_step_against_rule(monkeypatch, overrides, exact: bool) -> None:
+    runs = {}
+    for name in ("fast", "readable"):
+        with monkeypatch.context() as patch:
+            if name == "readable":  # every op of the rule recorded by autograd
+                patch.setattr(
+                    Cube, "step", lambda self, x, a=0, b=None, top=None: self.rule(x, a, b, top)
+                )
+            cube = _cube(**overrides).train()
+            e = torch.randn(5, 24, generator=torch.Generator().manual_seed(3)).requires_grad_()
+            out = cube(e)
+            out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(4)))
+        runs[name] = out, e.grad, cube, _graph(out)
+    (out, e_grad, fast, nodes), (want, want_e_grad, readable, readable_nodes) = runs.values()
+    assert "RuleStepBackward" in nodes and "RuleStepBackward" not in readable_nodes
+    assert input_signal(lambda q: readable(q).detach(), e.detach()).norm(dim=-1).min() > 0.05
+    _same(out, want, exact, "output")
+    _same(e_grad, want_e_grad, exact, "input gradient")
+    for (name, a), b in zip(fast.named_parameters(), readable.parameters(), strict=True):
+        assert b.grad is not None and b.grad.norm() > 0, name
+        _same(a.grad, b.grad, exact, name)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gather_through_the_inverse_table_equals_index_add(threads):
+    """The backward of the neighbour gather: summing each row's gathered gradients through
+    :func:`inverse_index` equals ``index_add_`` (the scatter that ``index_select``'s backward
+    runs) bit for bit, rows read 0 to 9 times, and rows never read get zeros; the last row (the
+    zero wall, read most often) is left out."""
+    g = torch.Generator().manual_seed(0)
+    index = torch.cat([torch.randint(0, 40, (300,), generator=g), torch.full((9,), 41)])
+    index = torch.cat([index, torch.full((30,), 42)])  # the wall
+    index = index[torch.randperm(len(index), generator=g)]
+    grads = torch.randn(len(index), 5, generator=g) * 10.0 ** torch.randint(
+        -3, 4, (len(index), 1), generator=g
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        want = torch.zeros(43, 5).index_add_(0, index, grads)[:42]
+        inverse = inverse_index(index, 43, 7)  # rows read 8 or 9 times: listed apart
+        got = gather_sum(torch.cat([grads, torch.zeros(1, 5)]), inverse)
+    finally:
+        torch.set_num_threads(before)
+    assert inverse.table.shape == (7, 42) and len(inverse.rows) >= 9
+    assert torch.equal(got, want)
+    assert got[40].abs().sum() == 0 and got[41].abs().sum() > 0
 
 
 def test_update_plan_counts_the_cells_the_cones_leave():

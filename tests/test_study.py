@@ -22,12 +22,15 @@ from benchmarks.study import (
     plan_runs,
     tune_variants,
 )
+from benchmarks.study_budget import capacity_paragraph
+from benchmarks.study_plans import budget_variants, model_variants
 from benchmarks.study_render import HEADLINE_BEGIN, HEADLINE_END, render
 from benchmarks.study_results import KEY_FIELDS, append_result, pending, read_results, row_key
 from benchmarks.study_stats import Paired, paired, sentence, t_interval, verdict
 
 from cellcube.config import load_config
 from cellcube.errors import CellcubeError
+from cellcube.models.baselines import build_model, n_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "study_results.jsonl"
 
@@ -128,14 +131,16 @@ def test_readme_headline_block_is_rendered_between_the_markers_only(tmp_path: Pa
     assert "stale" not in block and "python -m benchmarks.study --render-only" in block
     assert "[docs/study.md](docs/study.md)" in block
     assert "(docs/study/learning_curve_chitchat.png)" in block
-    # the same summaries and sentences as docs/study.md, plan small only (not cube / tune rows)
+    # the same summaries and sentences as docs/study.md: the full-size default runs (plan small,
+    # and the curve's full-size fine-tune run, which only adds a baseline), not cube / tune rows
     page = md.read_text()
     cube = next(line for line in page.splitlines() if line.startswith("| `cube` |"))
     cells = cube.split(" | ")
     assert f"| **chatterbot** | `cube` | {' | '.join(cells[1:3] + cells[4:])}" in block
-    assert block.count("| **") == 2 and "| **tech** | `cube` |" in block
+    assert block.count("| **") == 3 and "| **tech** | `cube` |" in block
+    assert "| **chitchat** | `cube` |" in block and "| `finetuned_teacher` |" in block
     sentences = [line for line in block.splitlines() if line.startswith("- On ")]
-    assert len(sentences) == 2 and all(s[2:] in page for s in sentences)
+    assert len(sentences) == 3 and all(s[2:] in page for s in sentences)
     assert "On chatterbot (3 seeds; cube minus baseline, mean ± SE over seeds)" in sentences[0]
 
 
@@ -190,12 +195,14 @@ def test_a_bad_line_inside_the_file_is_one_error_naming_the_line(tmp_path: Path)
 def test_dry_run_prints_each_plan_and_its_count(tmp_path: Path, capsys) -> None:
     results = tmp_path / "results.jsonl"
     counts = {}
-    for plan in ("small", "curve", "cube", "tune"):
+    for plan in ("small", "curve", "cube", "tune", "variants", "budget"):
         assert main(["--plan", plan, "--dry-run", "--results", str(results)]) == 0
         out = capsys.readouterr().out
         counts[plan] = int(out.split(" runs planned")[0])
         assert out.count(f"  {plan:5s} ") == counts[plan]
-    assert counts == {"small": 15, "curve": 7, "cube": 81, "tune": 81}
+    assert counts == {
+        "small": 15, "curve": 7, "cube": 81, "tune": 81, "variants": 60, "budget": 28
+    }  # fmt: skip
     assert not results.exists()
     # the cube plan's overlap with small (the default at seeds 0-2) is planned once
     assert main(["--plan", "small", "--plan", "cube", "--dry-run", "--results", str(results)]) == 0
@@ -246,3 +253,102 @@ def test_one_real_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert stored["config"]["data"]["corpus"] == "tech" and stored["config"]["cube"]["steps"] == 1
     assert not (tmp_path / "runs" / run.name).exists()  # run directories are removed
     assert pending([run], read_results(results)) == []
+
+
+# -- issue 16: plans `variants` and `budget`, and their sections ------------------------------
+
+
+def test_variants_and_budget_plans() -> None:
+    variants = plan_runs("variants")
+    names = ["default", "refine_input", "refine_base", "clamp", "anytime", "anytime_clamp"]
+    assert [v.name for v in model_variants()] == names
+    assert len(variants) == 6 * 3 * 3 + 6  # 3 corpora x 3 seeds, then chitchat at 4000, seed 0
+    assert {(r.corpus, r.seed, r.train_size) for r in variants[-6:]} == {("chitchat", 0, 4000)}
+    assert all(r.corpus != "chitchat" for r in plan_runs("variants", seeds=[0]))
+    budget = plan_runs("budget")
+    assert len(budget) == 7 * 3 + 7
+    for v in [*model_variants(), *budget_variants()]:
+        cfg = load_config(None, list(v.overrides))
+        cube = build_model("cube", 384, cfg)
+        if v.name.startswith("budget_") and cfg.eval.linear_rank:
+            linear = build_model("linear", 384, cfg)  # the low-rank linear matches the cube
+            assert abs(n_params(linear) / n_params(cube) - 1) < 0.02, v.name
+    assert load_config(None, list(model_variants()[4].overrides)).eval.passes == 8
+
+
+def _variant_row(corpus: str, seed: int, variant: Variant, cube: float, lin: float) -> dict:
+    run = Run("variants", corpus, seed, variant)
+    models = {
+        "cube": {"mrr": cube, "val_mrr": cube + 0.1, "params": 1000},
+        "no_lattice": {"mrr": cube - 0.01, "val_mrr": 0.0, "params": 900},
+        "linear": {"mrr": lin, "val_mrr": 0.0, "params": 800},
+        "mlp": {"mrr": cube, "val_mrr": 0.0, "params": 1000},
+    }
+    report: dict = {"models": models}
+    if variant.name == "anytime":
+        report["confidence"] = {
+            "steps": [{"steps": t, "mrr": cube - 0.01 * t, "val_mrr": 0.5} for t in (0, 4)],
+            "passes": {"k": 8, "mrr": cube + 0.002, "spread": {"auroc": 0.6 + 0.1 * seed}},
+            "margin": {"linear": {"auroc": 0.7}},
+        }
+    key = dict(zip(KEY_FIELDS, run.key, strict=True))
+    return {**key, "plan": "variants", "overrides": run.overrides, "report": report}
+
+
+def test_variants_section_numbers_by_hand(tmp_path: Path) -> None:
+    default, anytime = model_variants()[0], model_variants()[4]
+    rows = [
+        _variant_row("tech", s, v, cube, 0.5)
+        for s in (0, 1)
+        for v, cube in ((default, 0.50 + 0.01 * s), (anytime, 0.53 + 0.02 * s))
+    ]
+    # the same variant name with other overrides is another experiment: left out
+    other = Variant("anytime", (*anytime.overrides, "train.select_window=3"))
+    rows.append(_variant_row("tech", 2, other, 0.9, 0.1))
+    results, md = tmp_path / "results.jsonl", tmp_path / "docs" / "study.md"
+    for row in rows:
+        append_result(results, row)
+    render(results, md, tmp_path / "docs" / "study")
+    text = md.read_text()
+    # anytime wins on validation (0.64 vs 0.605); cube - linear (+0.03, +0.05): mean 0.04, SE 0.01
+    assert "| **anytime** | 0.640 | 0.640 | 0.540 |" in text
+    assert "| anytime | 0.640 | 0.540 | +0.010 ± 0.000 (2/2) | +0.040 ± 0.010 (2/2) |" in text
+    # minus the default cube, paired by seed: (0.03, 0.04) -> +0.035 ± 0.005
+    assert "| +0.035 ± 0.005 (2/2) | 1,000 |" in text
+    assert "| anytime | 0.540 (0.500) | 0.500 (0.500) |" in text  # T=0, T=4: means over seeds
+    # spread AUROC (0.6, 0.7) minus linear margin AUROC 0.7: -0.05 ± 0.05
+    assert (
+        "| tech | anytime | 8 | 0.540 | 0.542 | 0.650 |" in text and "-0.050 ± 0.050 (0/2)" in text
+    )
+    assert (tmp_path / "docs" / "study" / "variants_steps.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_budget_section_and_capacity_verdict(tmp_path: Path) -> None:
+    results, md = tmp_path / "results.jsonl", tmp_path / "docs" / "study.md"
+    for v, size in zip(budget_variants()[:2], (0, 1), strict=True):
+        run = Run("budget", "chatterbot", 0, v)
+        models = {
+            "cube": {"mrr": 0.40 + 0.02 * size, "params": 13000 * (size + 1)},
+            "mlp": {"mrr": 0.41, "params": 13100 * (size + 1)},
+            "linear": {"mrr": 0.43, "params": 13440 * (size + 1)},
+        }
+        key = dict(zip(KEY_FIELDS, run.key, strict=True))
+        append_result(results, {**key, "overrides": run.overrides, "report": {"models": models}})
+    render(results, md, tmp_path / "docs" / "study")
+    text = md.read_text()
+    assert "## Parameter budget (plan `budget`)" in text
+    assert "| budget_c2 | 26,000 | 26,200 | 26,880 | 0.420 | 0.410 | 0.430 |" in text
+    assert (
+        "| budget_c1 | 13,000 | 13,100 | 13,440 | 0.400 | 0.410 | 0.430 | -0.010 ± - (0/1)" in text
+    )
+    assert (tmp_path / "docs" / "study" / "budget.png").read_bytes().startswith(b"\x89PNG")
+
+    def mrr(units: dict, model: str) -> float | None:
+        return units.get(model)
+
+    flat = [(250, "250", {"cube": 0.18, "linear": 0.185, "identity": 0.17}),
+            (8000, "all", {"cube": 0.19, "linear": 0.19, "identity": 0.17})]  # fmt: skip
+    [text] = capacity_paragraph(flat, mrr)[:1]
+    assert "moves by +0.005" in text and "within 0.000" in text and "is not built" in text
+    steep = [flat[0], (8000, "all", {"cube": 0.25, "linear": 0.2, "identity": 0.17})]
+    assert "worth building" in capacity_paragraph(steep, mrr)[0]

@@ -51,7 +51,7 @@ def load_source(source: str, cfg: Config) -> tuple[list[QAPair], ImportReport | 
     report's summary and first skips are printed. Conversation context is not folded.
     """
     if source in BUILTIN_CORPORA and not Path(source).exists():
-        return load_builtin(source), None
+        return load_builtin(source, chitchat_turns=cfg.data.chitchat_turns), None
     pairs, report = read_path(source, cfg.data)
     print(f"import: {report.summary()}")
     for skip in report.skipped[:10]:

@@ -1,4 +1,4 @@
-"""Command-line interface: ``cellcube train | evaluate | ask | data {import,expand,inspect}``.
+"""Command-line interface: ``cellcube train | evaluate | report | ask | data {import,...}``.
 
 Every user error (bad config key, malformed data line, missing model, corrupt checkpoint) is a
 :class:`~cellcube.errors.CellcubeError`; it is printed as one ``error: ...`` line on stderr and
@@ -55,16 +55,28 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="(re)write RUN_DIR/report.json and print the table")
     e.add_argument("run_dir", type=Path)
 
-    a = sub.add_parser("ask", help="answer questions with a trained run's cube and phrase bank")
+    r = sub.add_parser("report", help="write RUN_DIR/report.html, the run's report page")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("--out", type=Path, default=None, help="page file (default RUN_DIR/report.html)")
+
+    a = sub.add_parser(
+        "ask",
+        help="answer questions with a trained run's cube and phrase bank; without questions, "
+        "an interactive prompt",
+    )
     a.add_argument("run_dir", type=Path)
-    a.add_argument("questions", nargs="+", help="question text(s)")
+    a.add_argument(
+        "questions", nargs="*", help="question text(s); none and no --file: ask interactively"
+    )
+    a.add_argument("--file", type=Path, default=None, help="a text file, one question per line")
+    a.add_argument("--json", action="store_true", help="one JSON object per answer and line")
     a.add_argument("-k", type=int, default=5, help="number of answers to show (default 5)")
     a.add_argument(
         "--bank",
         type=Path,
         default=None,
-        help="phrase bank file (.txt one answer per line, or a Q&A .jsonl/.csv); "
-        "default: the run's answers",
+        help="phrase bank file (.txt one answer per line, or a Q&A .jsonl/.csv) or a built-in "
+        "bank (chitchat: its 223k messages); default: the run's answers",
     )
     _data_parser(sub)
     return p
@@ -126,7 +138,7 @@ def _train(args: argparse.Namespace) -> None:
     if not is_rank_zero():  # under torchrun, rank 0 alone prints
         return
     print(format_report(report))
-    print(f"run saved to {run.root} (report: {run.report})")
+    print(f"run saved to {run.root} (report: {run.report}, page: {run.report_html})")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -136,16 +148,23 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(format_report(evaluate_run(args.run_dir)))
 
 
-def _ask(args: argparse.Namespace) -> None:
-    from cellcube.decode.answer import Answerer
+def _report(args: argparse.Namespace) -> None:
+    from cellcube.report import write_report_html
 
-    if args.k < 1:
-        raise CellcubeError(f"-k must be >= 1, got {args.k}")
-    answerer = Answerer.load(args.run_dir, args.bank)
-    for question, answers in zip(args.questions, answerer.ask(args.questions, args.k), strict=True):
-        print(f"Q: {question}")
-        for rank, (text, score) in enumerate(answers, 1):
-            print(f"  {rank}. [{score:.3f}] {text}")
+    print(write_report_html(args.run_dir, args.out))
+
+
+def _ask(args: argparse.Namespace) -> None:
+    from cellcube.cli.ask import ask_command
+
+    ask_command(
+        args.run_dir,
+        args.questions,
+        file=args.file,
+        k=args.k,
+        bank=args.bank,
+        as_json=args.json,
+    )
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -184,9 +203,15 @@ def _os_error_line(exc: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellcube`` console script; returns the process exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "ask" and not any(e.startswith("-") for e in extra):
+        args.questions += extra  # questions after an option: `ask RUN --json "q1" "q2"`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        {"train": _train, "evaluate": _evaluate, "ask": _ask, "data": _data}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "report": _report, "ask": _ask}
+        {**commands, "data": _data}[args.command](args)
     except CellcubeError as exc:
         if not getattr(exc, "quiet", False):  # e.g. other ranks repeating rank 0's error
             print(f"error: {exc}", file=sys.stderr)

@@ -105,7 +105,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
     Raises :class:`ConfigError` with one line naming the file and the offending key.
     """
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = Config().to_dict()  # --set changes single keys of the defaults
     source = "config"
     if path is not None:
         source = str(path)

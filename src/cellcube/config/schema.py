@@ -7,9 +7,9 @@ sections' validators. Reading YAML into these models is :mod:`cellcube.config.lo
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -17,10 +17,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def _corruption_spec(spec: str) -> str:
+    """A corruption spec (``typo:0.05``, ``drop:0.2``) checked and in canonical form
+    (:meth:`cellcube.data.corrupt.Corruption.parse`)."""
+    # imported here: cellcube.data imports this module (a module-level import would be circular)
+    from cellcube.data.corrupt import Corruption
+
+    return str(Corruption.parse(spec))
+
+
+CorruptionSpec = Annotated[str, AfterValidator(_corruption_spec)]
+"""A config string naming one text corruption, ``kind:rate`` (:mod:`cellcube.data.corrupt`)."""
+
+
 class DataConfig(_Section):
     """Where the question/answer pairs come from and how they are split."""
 
     corpus: Literal["chatterbot", "zaragoza", "tech", "chitchat"] = "chatterbot"
+    # chitchat only: question turns and their replies, or every consecutive turn pair
+    chitchat_turns: Literal["questions", "all"] = "questions"
     path: str | None = None
     question_field: str = "question"
     answer_field: str = "answer"
@@ -31,6 +46,8 @@ class DataConfig(_Section):
     folds: int = Field(0, ge=0)
     fold: int = Field(0, ge=0)
     max_train: int | None = Field(None, ge=1)
+    # mode denoise: one corrupted copy of every text per corruption (cellcube.data.corrupt)
+    denoise: list[CorruptionSpec] = Field(default_factory=lambda: ["typo:0.2", "drop:0.3"])
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:
@@ -126,6 +143,14 @@ class CubeConfig(_Section):
     reshaper: Literal["faces", "learned", "plain"] = "faces"
     fire_rate: float = Field(1.0, gt=0, le=1)
     checkpointing: bool = False
+    # variants (docs/cube.md "Variants"): the cube as a refinement of a residual linear map
+    # (cellcube.models.refine), the input face clamped at every step, no residual path around
+    # the lattice, and training at a step count drawn from a range with a loss at every step
+    base: Literal["none", "linear"] = "none"
+    reads: Literal["input", "base"] = "input"
+    clamp: bool = False
+    skip: bool = True
+    steps_range: tuple[int, int] | None = None
 
     @field_validator("lattice")
     @classmethod
@@ -143,6 +168,24 @@ class CubeConfig(_Section):
                 f"output face (z={depth - 1}); use steps >= {depth - 1}, a shallower lattice, "
                 "or steps=0 for the ablation"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _variants(self) -> CubeConfig:
+        if self.reads == "base" and self.base == "none":
+            raise ValueError("reads=base needs a base map to read: set base=linear")
+        if self.base == "linear" and not self.skip:
+            raise ValueError("base=linear adds the cube's change to the base map: keep skip=true")
+        if self.clamp and self.reshaper != "faces":
+            raise ValueError("clamp rewrites the input face: it needs reshaper=faces")
+        if self.steps_range is not None:
+            lo, hi = self.steps_range
+            reach = self.lattice[2] - 1 if self.reshaper == "faces" else 1
+            if not reach <= lo <= hi:
+                raise ValueError(
+                    f"steps_range=[{lo}, {hi}]: need {reach} <= lo <= hi (lo >= {reach} steps "
+                    "carry the input to the output)"
+                )
         return self
 
     @property
@@ -163,6 +206,16 @@ class OptimiserConfig(_Section):
     weight_decay: float | None = Field(None, ge=0)
 
 
+TUNED_OPTIMISERS: dict[str, dict[str, float]] = {
+    "no_lattice": {"weight_decay": 0.3},
+    "cube_0_steps": {"weight_decay": 0.3},
+}
+"""``train.models``' defaults: the models whose validation-chosen (lr, weight decay) differ from
+``train.lr`` / ``train.weight_decay``. A config file that sets ``train.models`` replaces them
+(``models: {}``: every model at ``train.lr`` / ``train.weight_decay``); ``--set
+train.models.<name>.<key>`` changes one entry and keeps the others."""
+
+
 class TrainConfig(_Section):
     """Optimisation of the cube and of the trained baselines: the same budget, loss and early
     stopping for all; learning rate and weight decay per model (``models``) where set."""
@@ -172,14 +225,24 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(3.0, ge=0)
     patience: int = Field(8, ge=1)
+    # best checkpoint and early stopping by the mean val MRR of the last N epochs
+    # (cellcube.train.selection); 1: the single best epoch
+    select_window: int = Field(3, ge=1)
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = "cpu"
     progress: bool = True
     # process-group backend under torchrun (cellcube.train.distributed); auto: nccl on GPU, else
     # gloo
     ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"
-    # per-model lr / weight decay: {name: {lr: .., weight_decay: ..}}; unset: lr / weight_decay
-    models: dict[str, OptimiserConfig] = Field(default_factory=dict)
+    # per-model lr / weight decay: {name: {lr: .., weight_decay: ..}}; unset: lr / weight_decay.
+    # The defaults are the study's tuning grid's choices on validation (docs/study.md, plan tune)
+    models: dict[str, OptimiserConfig] = Field(
+        default_factory=lambda: {k: OptimiserConfig(**v) for k, v in TUNED_OPTIMISERS.items()}
+    )
+    # corrupted copies of the TRAIN questions, one per corruption, same answers (after the split)
+    augment: list[CorruptionSpec] = Field(default_factory=list)
+    # a run directory whose trained cube initialises this run's cube (same cube config and dim)
+    init_from: str | None = None
 
     @field_validator("models")
     @classmethod
@@ -249,13 +312,30 @@ class EvalConfig(_Section):
     finetune_lr: float = Field(2e-5, gt=0)
     finetune_batch_size: int = Field(32, ge=2)
     finetune_warmup: float = Field(0.1, ge=0, lt=1)
+    # every model's test MRR on corrupted test questions, one entry per corruption (report
+    # `robustness`; cellcube.eval.robustness); empty: off
+    robustness: list[CorruptionSpec] = Field(default_factory=list)
+    # the `linear` baseline's rank (e + U V e + b; cellcube.models.baselines); None: full rank
+    linear_rank: int | None = Field(None, ge=1)
+    # the cube's test/val MRR at each of these step counts (report `confidence.steps`)
+    steps_curve: list[int] = Field(default_factory=list)
+    # K stochastic passes of the cube (cube.fire_rate < 1) averaged, and whether their spread
+    # predicts a top-1 miss, beside every model's top-1/top-2 margin (cellcube.eval.confidence)
+    passes: int = Field(0, ge=0)
+
+    @field_validator("steps_curve")
+    @classmethod
+    def _steps_curve(cls, value: list[int]) -> list[int]:
+        if any(t < 0 for t in value):
+            raise ValueError(f"steps_curve: step counts must be >= 0, got {value}")
+        return value
 
 
 class Config(_Section):
     """A complete, validated cellcube run configuration."""
 
     seed: int = Field(0, ge=0)
-    mode: Literal["dialogue", "autoencoder"] = "dialogue"
+    mode: Literal["dialogue", "autoencoder", "denoise"] = "dialogue"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     teachers: TeachersConfig = Field(default_factory=TeachersConfig)
@@ -279,6 +359,21 @@ class Config(_Section):
                 f"teachers.others: teacher name {repeated[0]!r} is used twice; give each a "
                 "distinct `name`"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _passes(self) -> Config:
+        if self.eval.passes and self.cube.fire_rate >= 1.0:
+            raise ValueError(
+                "eval.passes: stochastic passes need cube.fire_rate < 1 (at 1 every pass is "
+                "the same)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _denoise(self) -> Config:
+        if self.mode == "denoise" and not self.data.denoise:
+            raise ValueError("data.denoise: mode denoise needs at least one corruption")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,10 +6,18 @@ Modules: :mod:`~cellcube.data.records` (:class:`QAPair`, :class:`Split`, the JSO
 :mod:`~cellcube.data.split` (the seeded, leak-free split: no question or answer text in two
 splits), :mod:`~cellcube.data.quality`, :mod:`~cellcube.data.expand` and
 :mod:`~cellcube.data.inspect` (``cellcube data expand | inspect``), with the rule-based
-rephrasings of :mod:`~cellcube.data.variants`.
+rephrasings of :mod:`~cellcube.data.variants`; seeded typos and word dropout
+(:mod:`~cellcube.data.corrupt`) for robustness, augmentation and ``mode: denoise``.
 """
 
 from cellcube.data.corpora import BUILTIN_CORPORA, load_builtin
+from cellcube.data.corrupt import (
+    Corruption,
+    augment_pairs,
+    corrupt_texts,
+    denoise_pairs,
+    parse_corruptions,
+)
 from cellcube.data.readers import IMPORT_SUFFIXES, ImportReport, Skip, fold_context, read_path
 from cellcube.data.records import (
     QAPair,
@@ -25,17 +33,22 @@ __all__ = [
     "BUILTIN_CORPORA",
     "IMPORT_SUFFIXES",
     "SPLIT_NAMES",
+    "Corruption",
     "ImportReport",
     "QAPair",
     "Skip",
     "Split",
+    "augment_pairs",
     "autoencoder_pairs",
+    "corrupt_texts",
     "dedupe",
+    "denoise_pairs",
     "fold_context",
     "groups",
     "load_builtin",
     "pair_from_record",
     "pair_to_record",
+    "parse_corruptions",
     "read_path",
     "split_dataset",
     "split_pairs",

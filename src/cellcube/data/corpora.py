@@ -15,17 +15,24 @@ from importlib import resources
 
 import yaml
 
-from cellcube.data.chitchat import load_chitchat
+from cellcube.data.chitchat import (
+    TURNS,
+    chitchat_conversations,
+    chitchat_messages,
+    load_chitchat,
+)
 from cellcube.data.parse import MISSING, BadRecord, one_line, parse_json_object, text_field
 from cellcube.data.records import QAPair, dedupe
 from cellcube.errors import DataError
 
-__all__ = ["BUILTIN_CORPORA", "load_builtin"]
+__all__ = ["BUILTIN_BANKS", "BUILTIN_CORPORA", "load_builtin", "load_builtin_bank"]
 
 BUILTIN_CORPORA: tuple[str, ...] = ("chatterbot", "zaragoza", "tech", "chitchat")
+BUILTIN_BANKS: tuple[str, ...] = ("chitchat",)
+"""Built-in phrase banks (:func:`load_builtin_bank`)."""
 
 
-def load_builtin(name: str) -> list[QAPair]:
+def load_builtin(name: str, *, chitchat_turns: str = "questions") -> list[QAPair]:
     """Load a built-in corpus (one of :data:`BUILTIN_CORPORA`) from its installed package.
 
     ``"chatterbot"``: every pair of consecutive turns in the English ``chatterbot_corpus``
@@ -36,7 +43,9 @@ def load_builtin(name: str) -> list[QAPair]:
     ``"tech:<line>"``. ``"chitchat"``: a chat turn that asks a question (ends in "?", at least 3
     words) and the other speaker's reply (at least 3 words), from ``chitchat-dataset``, origin
     ``"chitchat:<conversation id>:<turn>"`` (:func:`cellcube.data.chitchat.chitchat_pairs` has
-    the exact rule; 23,911 pairs). Turns or records that are not non-empty strings are skipped
+    the exact rule; 23,911 pairs); with ``chitchat_turns="all"`` (``data.chitchat_turns``), every
+    pair of consecutive non-empty turns (131,368 pairs). Turns or records that are not non-empty
+    strings are skipped
     (some YAML turns parse as numbers or booleans). Texts are stripped and exact duplicate pairs
     dropped.
 
@@ -47,18 +56,35 @@ def load_builtin(name: str) -> list[QAPair]:
         raise DataError(
             f"unknown built-in corpus {name!r} (available: {', '.join(BUILTIN_CORPORA)})"
         )
-    return list(_load_cached(name))
+    if chitchat_turns not in TURNS:
+        raise DataError(f"chitchat_turns: {chitchat_turns!r} is not one of {', '.join(TURNS)}")
+    return list(_load_cached(name, chitchat_turns if name == "chitchat" else "questions"))
+
+
+def load_builtin_bank(name: str) -> list[str]:
+    """A built-in phrase bank (one of :data:`BUILTIN_BANKS`): distinct phrases for the decoder.
+
+    ``"chitchat"``: every distinct message (utterance) of ``chitchat-dataset``, whitespace
+    collapsed, in first-occurrence order (:func:`cellcube.data.chitchat.chitchat_messages`;
+    223,013 phrases).
+
+    Raises:
+        DataError: for an unknown name, or a missing or broken package.
+    """
+    if name not in BUILTIN_BANKS:
+        raise DataError(f"unknown built-in bank {name!r} (available: {', '.join(BUILTIN_BANKS)})")
+    return chitchat_messages(chitchat_conversations())
 
 
 @functools.cache
-def _load_cached(name: str) -> tuple[QAPair, ...]:
+def _load_cached(name: str, chitchat_turns: str) -> tuple[QAPair, ...]:
     """Load and cache a built-in corpus (parsing chatterbot's YAML files or chitchat's JSON file
     takes about a second)."""
     loaders = {
         "chatterbot": _load_chatterbot,
         "zaragoza": _load_zaragoza,
         "tech": _load_tech,
-        "chitchat": load_chitchat,
+        "chitchat": functools.partial(load_chitchat, chitchat_turns),
     }
     pairs = dedupe(loaders[name]())
     if not pairs:

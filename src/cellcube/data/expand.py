@@ -48,6 +48,7 @@ from cellcube.data.quality import Embedder, quality_scores, unit_rows
 from cellcube.data.records import QAPair
 from cellcube.data.variants import template_variants
 from cellcube.errors import DataError
+from cellcube.eval.similarity import dot_blocks, pairs_above
 from cellcube.objectives.curriculum import teacher_difficulty
 
 __all__ = ["ExpandOptions", "ExpandReport", "complexity", "expand_pairs"]
@@ -149,23 +150,48 @@ def _embed_all(embed: Embedder, texts: list[str]) -> Vector:
     return lambda text: vecs[row[text]]
 
 
-def _distinct_originals(
-    sources: Sequence[QAPair], v: Vector, threshold: float
-) -> tuple[list[int], np.ndarray]:
-    """Indices of the sources kept (question AND answer not both at cosine >= ``threshold``
-    with an earlier kept pair's) and their question vectors."""
-    keep: list[int] = []
-    dim = v(sources[0].question).shape[0]
-    kq = np.zeros((0, dim))
-    ka = np.zeros((0, dim))
-    for i, p in enumerate(sources):
-        qv, av = v(p.question), v(p.answer)
-        if len(keep) and ((kq @ qv >= threshold) & (ka @ av >= threshold)).any():
-            continue
-        keep.append(i)
-        kq = np.vstack([kq, qv])
-        ka = np.vstack([ka, av])
-    return keep, kq
+MARGIN = 1e-4
+"""Float32 search margin: pairs within it of a threshold are re-checked in float64."""
+
+
+def _pairs_at_least(vecs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``i < j`` of the float64 unit rows ``vecs`` with cosine >= ``threshold``, as arrays
+    ``(i, j)`` in row-major order: searched in float32 blocks
+    (:func:`cellcube.eval.similarity.pairs_above`) with a margin, decided in float64."""
+    i, j, _ = pairs_above(torch.from_numpy(vecs).float(), threshold - MARGIN)
+    i, j = i.numpy(), j.numpy()
+    hit = np.einsum("pd,pd->p", vecs[i], vecs[j]) >= threshold
+    return i[hit], j[hit]
+
+
+def _near_any(queries: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """(n,) whether each float64 unit row of ``queries`` has cosine >= ``threshold`` with some
+    row of ``keys``: searched in float32 blocks with a margin, decided in float64."""
+    near = np.zeros(len(queries), dtype=bool)
+    if not len(keys):
+        return near
+    q32, k32 = torch.from_numpy(queries).float(), torch.from_numpy(keys).float()
+    for start, block in dot_blocks(q32, k32):
+        rows = start + (block.amax(dim=1) >= threshold - MARGIN).nonzero()[:, 0].numpy()
+        for s, exact in dot_blocks(torch.from_numpy(queries[rows]), torch.from_numpy(keys)):
+            near[rows[s : s + len(exact)]] = (exact >= threshold).any(dim=1).numpy()
+    return near
+
+
+def _distinct_originals(sources: Sequence[QAPair], v: Vector, threshold: float) -> list[int]:
+    """Indices of the sources kept: a pair is dropped when its question AND answer are both at
+    cosine >= ``threshold`` with an earlier kept pair's (greedy, in order; the candidate
+    pairs are found in blocks, memory ``O(block * n)``)."""
+    i, j = _pairs_at_least(np.stack([v(p.question) for p in sources]), threshold)
+    answers = np.stack([v(p.answer) for p in sources])
+    both = np.einsum("pd,pd->p", answers[i], answers[j]) >= threshold
+    earlier: dict[int, list[int]] = {}
+    for a, b in zip(i[both].tolist(), j[both].tolist(), strict=True):
+        earlier.setdefault(b, []).append(a)
+    kept = np.zeros(len(sources), dtype=bool)
+    for b in range(len(sources)):
+        kept[b] = not any(kept[a] for a in earlier.get(b, ()))
+    return np.flatnonzero(kept).tolist()
 
 
 def _rejection(sim: float, near_kept: bool, opt: ExpandOptions) -> str | None:
@@ -179,39 +205,81 @@ def _rejection(sim: float, near_kept: bool, opt: ExpandOptions) -> str | None:
     return None
 
 
+@dataclass
+class _Candidates:
+    """The candidates of the kept sources in selection order (per source, closest first) and
+    their cosine with their source; for the ones that could be chosen (in ``[min_similarity,
+    max_similarity)`` of their source), whether they are near a kept original and the earlier
+    such candidates they are near."""
+
+    order: list[tuple[int, str, str]]
+    sim: np.ndarray
+    near_original: np.ndarray
+    near_earlier: dict[int, list[int]]
+
+
+def _score_candidates(
+    sources: Sequence[QAPair],
+    keep: list[int],
+    cands: list[tuple[int, str, str]],
+    v: Vector,
+    opt: ExpandOptions,
+) -> _Candidates:
+    """Every similarity :func:`_select_variants` needs, computed in blocks up front."""
+    per_source: dict[int, list[tuple[int, str, str]]] = {}
+    for c in cands:
+        per_source.setdefault(c[0], []).append(c)
+    order, sims = [], []
+    for i in keep:
+        src = v(sources[i].question)
+        scored = sorted(per_source.get(i, []), key=lambda c: -float(src @ v(c[2])))
+        order += scored
+        sims += [float(src @ v(c[2])) for c in scored]
+    sim = np.array(sims)
+    vecs = np.stack([v(t) for _, _, t in order]) if order else np.zeros((0, 1))
+    # only candidates in [min_similarity, max_similarity) of their source can be chosen
+    open_ = np.flatnonzero((sim >= opt.min_similarity) & (sim < opt.max_similarity))
+    originals = np.stack([v(sources[i].question) for i in keep])
+    near_original = np.zeros(len(order), dtype=bool)
+    near_original[open_] = _near_any(vecs[open_], originals, opt.max_similarity)
+    near_earlier: dict[int, list[int]] = {}
+    a, b = _pairs_at_least(vecs[open_], opt.max_similarity)
+    for x, y in zip(open_[a].tolist(), open_[b].tolist(), strict=True):
+        near_earlier.setdefault(y, []).append(x)
+    return _Candidates(order, sim, near_original, near_earlier)
+
+
 def _select_variants(
     sources: Sequence[QAPair],
     keep: list[int],
-    kept_q: np.ndarray,
     cands: list[tuple[int, str, str]],
     v: Vector,
     opt: ExpandOptions,
 ) -> tuple[dict[int, list[tuple[str, str]]], Counter[str]]:
     """Teacher-guided selection: per kept source, candidates closest to it first, up to
-    ``opt.variants``; returns the chosen ``(strategy, text)`` per source and rejection counts."""
+    ``opt.variants``; returns the chosen ``(strategy, text)`` per source and rejection counts.
+
+    A candidate is near a kept question when it is near a kept original or an earlier chosen
+    candidate (the only questions kept before it)."""
     rejected: Counter[str] = Counter()
     by_source: dict[int, list[tuple[str, str]]] = {i: [] for i in keep}
     kept_texts = {sources[i].question for i in keep}
-    per_source: dict[int, list[tuple[int, str, str]]] = {}
-    for c in cands:
-        per_source.setdefault(c[0], []).append(c)
-    for i in keep:
-        src = v(sources[i].question)
-        scored = sorted(per_source.get(i, []), key=lambda c: -float(src @ v(c[2])))
-        for _, strategy, text in scored:
-            if len(by_source[i]) >= opt.variants:
-                break
-            if text in kept_texts:
-                rejected["exact duplicate"] += 1
-                continue
-            near_kept = bool((kept_q @ v(text) >= opt.max_similarity).any())
-            reason = _rejection(float(src @ v(text)), near_kept, opt)
-            if reason is not None:
-                rejected[reason] += 1
-                continue
-            by_source[i].append((strategy, text))
-            kept_texts.add(text)
-            kept_q = np.vstack([kept_q, v(text)])
+    c = _score_candidates(sources, keep, cands, v, opt)
+    chosen = np.zeros(len(c.order), dtype=bool)
+    for n, (i, strategy, text) in enumerate(c.order):
+        if len(by_source[i]) >= opt.variants:
+            continue
+        if text in kept_texts:
+            rejected["exact duplicate"] += 1
+            continue
+        near = c.near_original[n] or any(chosen[e] for e in c.near_earlier.get(n, ()))
+        reason = _rejection(c.sim[n], bool(near), opt)
+        if reason is not None:
+            rejected[reason] += 1
+            continue
+        by_source[i].append((strategy, text))
+        kept_texts.add(text)
+        chosen[n] = True
     return by_source, rejected
 
 
@@ -241,9 +309,9 @@ def expand_pairs(
     v = _embed_all(embed, list(dict.fromkeys([*questions, *answers, *(t for _, _, t in cands)])))
 
     # 2. near-duplicate originals, 3. teacher-guided selection of variants
-    keep, kq = _distinct_originals(sources, v, opt.duplicate_threshold)
+    keep = _distinct_originals(sources, v, opt.duplicate_threshold)
     report.n_duplicate_originals = len(sources) - len(keep)
-    by_source, rejected = _select_variants(sources, keep, kq.copy(), cands, v, opt)
+    by_source, rejected = _select_variants(sources, keep, cands, v, opt)
     report.rejected = dict(rejected)
 
     # 4. quality of every kept pair, against all distinct answers of the kept originals

@@ -32,7 +32,7 @@ from cellcube.data.quality import Embedder, quality_scores, unit_rows
 from cellcube.data.records import QAPair
 from cellcube.errors import DataError
 from cellcube.eval.metrics import retrieval_metrics
-from cellcube.eval.similarity import cosine_blocks
+from cellcube.eval.similarity import pairs_above, unit
 from cellcube.io import atomic_open, write_json, write_text
 
 __all__ = ["inspect_pairs", "near_duplicates", "render_markdown", "write_inspection"]
@@ -40,15 +40,10 @@ __all__ = ["inspect_pairs", "near_duplicates", "render_markdown", "write_inspect
 
 def near_duplicates(vectors: torch.Tensor, threshold: float) -> list[tuple[float, int, int]]:
     """Every pair of rows ``i < j`` of ``vectors`` at cosine >= ``threshold``, as
-    ``(cosine, i, j)``, most similar first (ties in row-major order); computed in blocks, never
-    as a dense n x n matrix."""
-    n = vectors.shape[0]
-    found: list[tuple[float, int, int]] = []
-    for start, block in cosine_blocks(vectors, vectors):
-        rows = torch.arange(start, start + block.shape[0])
-        mask = (torch.arange(n)[None, :] > rows[:, None]) & (block >= threshold)
-        i, j = mask.nonzero(as_tuple=True)
-        found += zip(block[i, j].tolist(), (i + start).tolist(), j.tolist(), strict=True)
+    ``(cosine, i, j)``, most similar first (ties in row-major order); computed in blocks
+    (:func:`cellcube.eval.similarity.pairs_above`), never as a dense n x n matrix."""
+    i, j, cos = pairs_above(unit(vectors), threshold)
+    found = zip(cos.tolist(), i.tolist(), j.tolist(), strict=True)
     return sorted(found, key=lambda t: -t[0])
 
 

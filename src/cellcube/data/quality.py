@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
+
+from cellcube.eval.similarity import dot_blocks
 
 __all__ = ["Embedder", "length_factor", "quality_scores", "unit_rows"]
 
@@ -70,10 +73,14 @@ def quality_scores(
     answer (1 when one answer is the only match, 1/m when all fit alike); ``length_factor`` is
     :func:`length_factor` of the texts.
     """
-    sims = unit_rows(q) @ unit_rows(bank).T / temperature
-    sims -= sims.max(axis=1, keepdims=True)
-    probs = np.exp(sims)
-    probs /= probs.sum(axis=1, keepdims=True)
-    relevance = probs[np.arange(len(q)), answer_ids]
+    relevance = np.empty(len(q))
+    keys = torch.from_numpy(unit_rows(bank))
+    for start, block in dot_blocks(torch.from_numpy(unit_rows(q)), keys):  # O(block * m) memory
+        sims = block.numpy() / temperature
+        sims -= sims.max(axis=1, keepdims=True)
+        probs = np.exp(sims)
+        probs /= probs.sum(axis=1, keepdims=True)
+        rows = slice(start, start + len(sims))
+        relevance[rows] = probs[np.arange(len(sims)), np.asarray(answer_ids)[rows]]
     lengths = np.array([length_factor(a, b) for a, b in zip(questions, answers, strict=True)])
     return {"relevance": relevance, "length_factor": lengths, "quality": relevance * lengths}

@@ -8,7 +8,7 @@ import torch
 
 from cellcube.config import Config
 from cellcube.data.records import Split
-from cellcube.embed.encode import embed
+from cellcube.embed.sharded import embed_sharded
 from cellcube.objectives.multiteacher import TeacherView, standardize
 
 SPLITS = ("train", "val", "test")
@@ -39,6 +39,9 @@ class EmbeddedSplit:
 def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[str, EmbeddedSplit]:
     """Embed every split's questions and answers with every teacher, through the on-disk cache.
 
+    Under ``torchrun`` every rank calls it with the same split: each embeds its shard of the
+    texts and every rank gets all the embeddings (:func:`cellcube.embed.sharded.embed_sharded`).
+
     The primary teacher's embeddings fill each :class:`EmbeddedSplit`; every teacher of
     ``teachers.others`` adds a :class:`~cellcube.objectives.multiteacher.TeacherView` of the same
     rows (z-scored with train statistics when it has ``standardize``).
@@ -58,7 +61,7 @@ def embed_splits(cfg: Config, split: Split, *, progress: bool = True) -> dict[st
             answers,
         )
     spaces = [
-        torch.from_numpy(embed(texts, t, cfg.cache, progress=progress))
+        torch.from_numpy(embed_sharded(texts, t, cfg.cache, progress=progress))
         for t in (cfg.teacher, *cfg.teachers.others)
     ]
     vectors, others = spaces[0], spaces[1:]

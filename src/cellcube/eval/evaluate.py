@@ -26,6 +26,7 @@ from cellcube.config import Config
 from cellcube.embed.splits import EmbeddedSplit
 from cellcube.embed.teachers import load_teacher
 from cellcube.eval.bootstrap import LEVEL, difference_summary, intervals, per_pair_values
+from cellcube.eval.confidence import confidence_report
 from cellcube.eval.metrics import rank_metrics, retrieval_metrics, score_metrics
 from cellcube.eval.similarity import true_ranks
 from cellcube.objectives.multiteacher import ensemble_scores, module_key
@@ -92,13 +93,16 @@ def evaluate(
     ``eval.bootstrap`` > 0 also ``ci`` (95% percentile bootstrap intervals of MRR and Recall@1
     over test pairs), and a ``paired`` section: for every other model, the bootstrap mean, 95%
     interval and standard error of (cube MRR - its MRR), all models on the same draws. With the
-    split sizes, the teacher's identity and the cellcube version. A multi-teacher run
+    split sizes, the teacher's identity and the cellcube version. With ``eval.passes`` or
+    ``eval.steps_curve`` also ``confidence`` (:mod:`cellcube.eval.confidence`: the cube's MRR
+    against its steps, its K stochastic passes, every model's confidence). A multi-teacher run
     (``teachers.others``) also gets ``teachers`` (:func:`teacher_metrics`, through the cube's
     projection ``heads``).
     """
     test, val = emb["test"], emb["val"]
     report_models: dict[str, Any] = {}
     values: dict[str, dict[str, torch.Tensor]] = {}
+    test_outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.inference_mode():
         for name, entry in models.items():
             out = entry.outputs(emb)
@@ -114,6 +118,7 @@ def evaluate(
                 "train_seconds": entry.train_seconds,
             }
             values[name] = per_pair_values(rank)
+            test_outputs[name] = (out.test_pred, out.test_candidates)
     report: dict[str, Any] = {
         "n_test": len(test),
         "n_candidates": test.candidates.shape[0],
@@ -125,6 +130,12 @@ def evaluate(
     }
     if cfg.eval.bootstrap and len(test):
         report.update(bootstrap_sections(values, report_models, cfg.eval.bootstrap, cfg.seed))
+    if cfg.eval.passes or cfg.eval.steps_curve:
+        cube = models[REFERENCE].predict if REFERENCE in models else None
+        with torch.inference_mode():
+            report["confidence"] = confidence_report(
+                cfg, emb, test_outputs, cube if isinstance(cube, nn.Module) else None
+            )
     if cfg.teachers.others:
         cube = models[REFERENCE].predict
         if isinstance(cube, Precomputed):

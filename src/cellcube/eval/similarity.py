@@ -1,9 +1,14 @@
 """Cosine similarity between sets of embeddings: the one place that normalises and multiplies.
 
 Everything that compares embeddings (evaluation, negative mining, curriculum difficulty,
-expansion, inspection, the phrase bank) goes through these helpers. Queries are processed in
-blocks of ``chunk`` rows, so peak memory is ``O(chunk * len(keys))`` rather than quadratic; with
-fewer rows than ``chunk`` a call is a single matrix product.
+expansion, quality scores, inspection, the phrase bank) goes through these helpers. Queries are
+processed in blocks of rows (:func:`block_rows`): at most ``chunk`` rows, and never more than
+:data:`BLOCK_ELEMENTS` similarities at once, so peak memory is ``O(block * len(keys))`` and
+bounded, never ``O(len(queries) * len(keys))``; with few enough rows a call is a single matrix
+product.
+
+``cosine_*`` functions normalise their inputs; ``dot_*`` functions take rows that are already
+unit length (a stored bank, the data stage's float64 vectors) and keep their dtype.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ import torch
 import torch.nn.functional as F
 
 CHUNK = 8192
-"""Default query rows per block of a chunked similarity."""
+"""Default largest number of query rows per block."""
+
+BLOCK_ELEMENTS = 1 << 28
+"""Most similarities held in one block (1 GiB in float32); caps the rows per block. Up to
+32,768 keys a block is ``CHUNK`` rows, as it always was: the matrix products, and every result
+of a run that depends on their rounding, stay bit for bit what they were."""
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -22,19 +32,89 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
+def block_rows(n_keys: int, chunk: int = CHUNK) -> int:
+    """Query rows per block against ``n_keys`` keys: ``chunk``, or fewer so that a block holds
+    at most :data:`BLOCK_ELEMENTS` similarities (at least one row)."""
+    return max(1, min(chunk, BLOCK_ELEMENTS // max(n_keys, 1)))
+
+
+def dot_blocks(
+    queries: torch.Tensor, keys: torch.Tensor, chunk: int = CHUNK
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, block)`` pairs: ``block`` is ``queries[start : start + rows] @ keys.T``, blocks
+    in order and covering every query, ``rows`` from :func:`block_rows`."""
+    kt = keys.T
+    step = block_rows(keys.shape[0], chunk)
+    for start in range(0, queries.shape[0], step):
+        yield start, queries[start : start + step] @ kt
+
+
 def cosine_blocks(
     queries: torch.Tensor, keys: torch.Tensor, chunk: int = CHUNK
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """``(start, block)`` pairs: ``block`` is the ``(rows, len(keys))`` cosine matrix of the query
     rows ``start .. start + rows``, blocks in order and covering every query."""
-    k = unit(keys).T
-    for start in range(0, queries.shape[0], chunk):
-        yield start, unit(queries[start : start + chunk]) @ k
+    yield from dot_blocks(unit(queries), unit(keys), chunk)
 
 
 def cosine_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """The dense ``(n, m)`` cosine matrix; for sizes where ``n * m`` floats fit in memory."""
     return unit(queries) @ unit(keys).T
+
+
+def topk_rows(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries of every row of ``block``: ``(values, indices)``, best first;
+    of equal values the lower index comes first and wins the last places (deterministic,
+    unlike :func:`torch.topk`, whose choice among ties depends on the tensor's shape).
+
+    Memory: the ``(rows, k + 1)`` top entries, plus masks over the few rows whose ``k``-th and
+    ``k + 1``-th values tie (only there is the choice open)."""
+    rows, m = block.shape
+    if k == 0 or rows == 0:
+        return block.new_zeros(rows, k), torch.zeros(rows, k, dtype=torch.long)
+    top = block.topk(min(k + 1, m), dim=1)
+    values, indices = top.values[:, :k], top.indices[:, :k]
+    crowded = (top.values[:, k] == top.values[:, k - 1]).nonzero()[:, 0] if m > k else []
+    if len(crowded):
+        sub, kth = block[crowded], values[crowded, -1:]
+        above, tied = sub > kth, sub == kth
+        need = k - above.sum(dim=1, keepdim=True)  # tied entries to take, lowest index first
+        take = above | (tied & (tied.cumsum(dim=1) <= need))
+        indices[crowded] = take.nonzero()[:, 1].view(-1, k)
+        values[crowded] = sub.gather(1, indices[crowded])
+    by_index = indices.argsort(dim=1)
+    values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+    order = values.argsort(dim=1, descending=True, stable=True)
+    return values.gather(1, order), indices.gather(1, order)
+
+
+def topk_dot(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    *,
+    exclude_self: bool = False,
+    chunk: int = CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` keys of largest inner product with every query: ``(scores, indices)``, each
+    ``(n, k)``, best first, ties to the lower index (:func:`topk_rows`); exact, in blocks.
+
+    ``exclude_self``: queries and keys are the same set, and a row never returns itself.
+    ``k`` is capped at the number of keys (minus one with ``exclude_self``).
+    """
+    k = max(0, min(k, keys.shape[0] - int(exclude_self)))
+    scores, indices = [], []
+    for start, block in dot_blocks(queries, keys, chunk):
+        if exclude_self:
+            rows = torch.arange(block.shape[0])
+            block[rows, rows + start] = -float("inf")
+        top = topk_rows(block, k)
+        scores.append(top[0])
+        indices.append(top[1])
+        del block  # freed before the next block is computed: one block in memory at a time
+    if not scores:
+        return queries.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long)
+    return torch.cat(scores), torch.cat(indices)
 
 
 def topk_cosine(
@@ -45,24 +125,30 @@ def topk_cosine(
     exclude_self: bool = False,
     chunk: int = CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` most similar keys of every query: ``(scores, indices)``, each ``(n, k)``.
+    """:func:`topk_dot` of the unit-normalised (float32) ``queries`` and ``keys``: the ``k``
+    most similar keys of every query by cosine."""
+    return topk_dot(unit(queries), unit(keys), k, exclude_self=exclude_self, chunk=chunk)
 
-    ``exclude_self``: queries and keys are the same set, and a row never returns itself.
-    ``k`` is capped at the number of keys (minus one with ``exclude_self``).
-    """
-    n_keys = keys.shape[0] - int(exclude_self)
-    k = max(0, min(k, n_keys))
-    scores, indices = [], []
-    for start, block in cosine_blocks(queries, keys, chunk):
-        if exclude_self:
-            rows = torch.arange(block.shape[0])
-            block[rows, rows + start] = -float("inf")
-        top = block.topk(k, dim=1)
-        scores.append(top.values)
-        indices.append(top.indices)
-    if not scores:
-        return queries.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long)
-    return torch.cat(scores), torch.cat(indices)
+
+def pairs_above(
+    vectors: torch.Tensor, threshold: float, chunk: int = CHUNK
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every pair of rows ``i < j`` of the unit rows ``vectors`` with inner product >=
+    ``threshold``: ``(i, j, value)``, each ``(p,)``, in row-major order; computed in blocks, never
+    as a dense ``n x n`` matrix (memory: one block plus the pairs found)."""
+    found_i, found_j, found_v = [], [], []
+    for start, block in dot_blocks(vectors, vectors, chunk):
+        hit = block >= threshold
+        hit[:, :start] = False  # keep j > i only (row r is i = start + r)
+        hit[:, start : start + block.shape[0]].triu_(1)
+        i, j = hit.nonzero(as_tuple=True)
+        found_i.append(i + start)
+        found_j.append(j)
+        found_v.append(block[i, j])
+        del block, hit  # freed before the next block is computed
+    if not found_i:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), vectors[:0, 0]
+    return torch.cat(found_i), torch.cat(found_j), torch.cat(found_v)
 
 
 def true_ranks(
@@ -74,8 +160,10 @@ def true_ranks(
     for start, block in cosine_blocks(queries, keys, chunk):
         rows = torch.arange(block.shape[0])
         true = block[rows, targets[start : start + block.shape[0]]]
-        ranks.append((block > true[:, None]).sum(dim=1) + 1)
+        # in place, 1.0 where a key scores higher: the float sums are exact counts (< 2**24)
+        ranks.append(block.gt_(true[:, None]).sum(dim=1).long() + 1)
         cosines.append(true)
+        del block  # freed before the next block is computed: one block in memory at a time
     if not ranks:
         return torch.zeros(0, dtype=torch.long), queries.new_zeros(0)
     return torch.cat(ranks), torch.cat(cosines)

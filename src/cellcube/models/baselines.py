@@ -5,10 +5,15 @@ Trained with the cube's loss, optimiser, budget and early stopping (:mod:`cellcu
 * ``no_lattice``: the cube with its cell rule removed, ``e + proj_out(proj_in(e))``: the same
   reshaper maps (for ``faces``: from the input face straight to the output face), starting from
   the cube's own initial weights. "Cube beats ``no_lattice``" is the test of the lattice.
-* ``linear``: a full-rank residual linear adapter ``e + W e + b``, starting at the identity.
+* ``linear``: a full-rank residual linear adapter ``e + W e + b``, starting at the identity
+  (``eval.linear_rank`` r: the low-rank ``e + U V e + b``).
 * ``mlp``: a residual MLP of about the cube's parameter count.
 * ``cube_0_steps``: the same cube with zero propagation steps (under ``faces``: the identity plus
-  a learned bias, since the empty output face is all it reads).
+  a learned bias, since the empty output face is all it reads; under ``cube.base: linear``:
+  exactly the linear adapter).
+
+The ``cube`` is :class:`~cellcube.models.cube.Cube`, or under ``cube.base: linear`` the
+:class:`~cellcube.models.refine.Refined` linear map plus cube (:func:`build_cube`).
 
 Not trained:
 
@@ -35,6 +40,7 @@ from cellcube.config import TRAINED_MODELS, Config, CubeConfig
 from cellcube.errors import ConfigError
 from cellcube.eval.metrics import retrieval_metrics
 from cellcube.models.cube import Cube, Reshaper
+from cellcube.models.refine import Refined, ResidualLinear
 
 __all__ = [
     "TRAINED_MODELS",
@@ -42,6 +48,7 @@ __all__ = [
     "ResidualLinear",
     "ResidualMLP",
     "Ridge",
+    "build_cube",
     "build_model",
     "fit_ridge",
     "mean_answer",
@@ -63,20 +70,6 @@ class ResidualMLP(nn.Module):
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return e + self.fc2(F.gelu(self.fc1(e)))
-
-
-class ResidualLinear(nn.Module):
-    """``e + W e + b``: a full-rank residual linear adapter, zero-initialised (the identity at the
-    start)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(dim, dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return e + self.linear(e)
 
 
 class NoLattice(nn.Module):
@@ -122,6 +115,12 @@ def mlp_hidden_for(dim: int, budget: int) -> int:
     return max(1, round((budget - dim) / (2 * dim + 1)))
 
 
+def build_cube(dim: int, cube: CubeConfig) -> Cube | Refined:
+    """The cube of ``cube`` (a :class:`CubeConfig`): :class:`Cube`, or :class:`Refined` under
+    ``base: linear``."""
+    return Refined(dim, cube) if cube.base == "linear" else Cube(dim, cube)
+
+
 def build_model(name: str, dim: int, cfg: Config) -> nn.Module:
     """Construct a trainable model by report name (one of :data:`TRAINED_MODELS`).
 
@@ -131,15 +130,15 @@ def build_model(name: str, dim: int, cfg: Config) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if name == "cube":
-            return Cube(dim, cfg.cube)
+            return build_cube(dim, cfg.cube)
         if name == "cube_0_steps":
-            return Cube(dim, cfg.cube.model_copy(update={"steps": 0}))
+            return build_cube(dim, cfg.cube.model_copy(update={"steps": 0, "steps_range": None}))
         if name == "mlp":
-            return ResidualMLP(dim, mlp_hidden_for(dim, n_params(Cube(dim, cfg.cube))))
+            return ResidualMLP(dim, mlp_hidden_for(dim, n_params(build_cube(dim, cfg.cube))))
         if name == "no_lattice":
             return NoLattice(dim, cfg.cube)
         if name == "linear":
-            return ResidualLinear(dim)
+            return ResidualLinear(dim, cfg.eval.linear_rank)
     raise ValueError(f"unknown model {name!r}; expected one of {TRAINED_MODELS}")
 
 

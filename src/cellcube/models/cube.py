@@ -25,13 +25,18 @@ artefact NCA, Sudhakaran et al. 2021), applied to every cell at once::
   skipped or computed once per batch (:mod:`cellcube.models.cones`): same outputs and gradients.
 * ``learned`` maps the embedding into (and out of) every cell; ``plain`` is an exact, invertible
   reshape of the embedding into the lattice (X*Y*Z*C must equal D). In both the rule starts as
-  "do nothing". A fresh cube is the identity map under every reshaper.
+  "do nothing". A fresh cube is the identity map under every reshaper (unless ``cube.skip`` is
+  false: then the output is the read-out alone, zeros at the start).
+* ``cube.clamp`` rewrites the input face after every step, and ``cube.steps_range`` trains with
+  a loss at several steps (:meth:`Cube.trajectory`, :meth:`Cube.training_outputs`; the
+  variants of ``docs/cube.md``).
 * Without autograd (inference) :class:`Cube` runs the same update through the in-place, blocked
   kernels of :mod:`cellcube.models.kernels` (measured in ``benchmarks/bench_cube.py``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -44,6 +49,7 @@ from cellcube.errors import ConfigError
 from cellcube.models import kernels
 from cellcube.models.cones import propagate, update_plan
 from cellcube.models.lattice import gather_neighbourhoods, neighbour_index, neighbour_offsets
+from cellcube.models.step import train_step
 
 
 class RuleWeights(NamedTuple):
@@ -205,7 +211,8 @@ class Reshaper(nn.Module):
     a zero-initialised linear read-out of the output face z=Z-1 added to the input embedding.
     ``learned``: the same, but into and out of every cell of the lattice.
     ``plain``: an exact, invertible reshape (requires ``X*Y*Z*C == D``); ``decode(encode(e)) == e``.
-    The learned reshapers fit any lattice to any embedding dimension.
+    The learned reshapers fit any lattice to any embedding dimension. ``cube.skip = false`` drops
+    the embedding from the read-out (the output is the read-out alone).
     """
 
     def __init__(self, dim: int, cfg: CubeConfig) -> None:
@@ -213,6 +220,7 @@ class Reshaper(nn.Module):
         self.lattice = tuple(cfg.lattice)
         self.channels = cfg.channels
         self.mode = cfg.reshaper
+        self.skip = cfg.skip
         x, y, z = self.lattice
         size = (x * y if self.mode == "faces" else cfg.n_cells) * cfg.channels
         if self.mode == "plain":
@@ -250,7 +258,13 @@ class Reshaper(nn.Module):
             return x.reshape(x.shape[0], -1)
         if self.mode == "faces":  # read the output face z=Z-1 only
             x = x[:, :, :, -1]
-        return e + self.proj_out(x.reshape(x.shape[0], -1))
+        out = self.proj_out(x.reshape(x.shape[0], -1))
+        return e + out if self.skip else out
+
+    def clamp(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """``faces`` only: the lattices ``x`` with their input face rewritten from ``x0`` (the
+        encoded input, ``(B, X, Y, Z, C)`` or its face alone)."""
+        return torch.cat([x0[:, :, :, :1], x[:, :, :, 1:]], dim=3)
 
 
 class Cube(nn.Module):
@@ -284,6 +298,8 @@ class Cube(nn.Module):
         super().__init__()
         self.dim = dim
         self.steps = cfg.steps
+        self.steps_range = cfg.steps_range
+        self.clamp = cfg.clamp
         self.checkpointing = cfg.checkpointing
         self.reshaper = Reshaper(dim, cfg)
         self.rule = CellRule(
@@ -297,16 +313,38 @@ class Cube(nn.Module):
 
     def forward(self, e: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.steps if steps is None else steps
-        if not torch.is_grad_enabled() and self.rule.folds_residual(e.device):
+        # under cube.clamp every cell runs every step (the rewritten input face changes them)
+        if not (self.clamp or torch.is_grad_enabled()) and self.rule.folds_residual(e.device):
             return kernels.infer(self, e, steps)  # inference: same numbers, in place
         if self.follows_cones(steps):
             depth = self.reshaper.lattice[2]
             x = propagate(self.reshaper.encode_face(e), depth, steps, self.step)
-        else:
-            x = self.reshaper.encode(e)
-            for _ in range(steps):
-                x = self.step(x)
-        return self.reshaper.decode(x, e)
+            return self.reshaper.decode(x, e)
+        return self.trajectory(e, [steps])[0]
+
+    def trajectory(self, e: torch.Tensor, steps: list[int]) -> list[torch.Tensor]:
+        """The outputs after each of ``steps`` (ascending) updates of one forward pass, by the
+        plain loop over every cell; under ``cube.clamp`` the input face is rewritten after every
+        step. ``trajectory(e, [T])[0]`` equals ``forward(e, T)``."""
+        x0 = x = self.reshaper.encode(e)
+        outs = [self.reshaper.decode(x, e)] if steps[0] == 0 else []
+        for t in range(1, steps[-1] + 1):
+            x = self.step(x)
+            if self.clamp:
+                x = self.reshaper.clamp(x, x0)
+            if t in steps:
+                outs.append(self.reshaper.decode(x, e))
+        return outs
+
+    def training_outputs(self, e: torch.Tensor) -> list[torch.Tensor]:
+        """The predictions training supervises: ``[forward(e)]``; under ``cube.steps_range``
+        ``[lo, hi]`` in training mode, the outputs at every step ``lo .. T`` of a ``T`` drawn
+        uniformly from ``lo .. hi`` (torch's global RNG), each given a loss."""
+        if self.steps_range is None or not self.training:
+            return [self(e)]
+        lo, hi = self.steps_range
+        t = int(torch.randint(lo, hi + 1, ()).item())
+        return self.trajectory(e, list(range(lo, t + 1)))
 
     def step(
         self,
@@ -317,18 +355,24 @@ class Cube(nn.Module):
     ) -> torch.Tensor:
         """One application of :attr:`rule` (arguments as :meth:`CellRule.forward`); under
         activation checkpointing in training only its input is kept and the step is recomputed
-        in backward, so activation memory grows by one lattice per step."""
+        in backward, so activation memory grows by one lattice per step. With autograd on and
+        the residual folded, the step runs as one autograd node (:func:`.step.train_step`: the
+        same values and gradients)."""
+        rule = self.rule
+        if torch.is_grad_enabled() and rule.folds_residual(x.device):
+            rule = functools.partial(train_step, self.rule)
         if self.checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(self.rule, x, start, stop, top, use_reentrant=False)
-        return self.rule(x, start, stop, top)
+            return checkpoint(rule, x, start, stop, top, use_reentrant=False)
+        return rule(x, start, stop, top)
 
     def follows_cones(self, steps: int | None = None) -> bool:
         """Whether a forward pass of ``steps`` skips cells (:mod:`cellcube.models.cones`): the
-        ``faces`` reshaper, zero walls, the same rule for every embedding (no stochastic
-        firing), and enough steps for the input to reach the output face."""
+        ``faces`` reshaper without ``clamp``, zero walls, the same rule for every embedding (no
+        stochastic firing), and enough steps for the input to reach the output face."""
         depth = self.reshaper.lattice[2]
         return (
             self.light_cone
+            and not self.clamp
             and self.reshaper.mode == "faces"
             and self.rule.boundary == "zero"
             and not self.rule.stochastic()

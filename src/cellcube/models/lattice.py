@@ -5,13 +5,16 @@ and its neighbours' (:func:`neighbour_offsets`). Rather than padding the lattice
 times, the states are laid out as a ``(cells, C)`` matrix with one all-zero row appended (the
 walls; :func:`lattice_rows`), and a cached table (:func:`neighbour_index`) lists, for every cell
 and every offset, the row to read. One ``index_select`` then gathers every neighbourhood at once
-(:func:`gather_neighbourhoods`), in training and at inference alike.
+(:func:`gather_neighbourhoods`), in training and at inference alike. Training's backward pass
+sends each gathered row's gradient back to the row it came from through the inverse table
+(:func:`inverse_index`): a gather per offset instead of a scatter-add.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+from typing import NamedTuple
 
 import torch
 
@@ -73,6 +76,52 @@ def neighbour_index(
             table = table.repeat(batch)
             table = torch.where(table < cells, table + shift, table + (batch - 1) * cells)
         return table.to(device)
+
+
+class Inverse(NamedTuple):
+    """The neighbour table read backwards (:func:`inverse_index`)."""
+
+    table: torch.Tensor
+    """``(M, R)``: column ``r`` lists the positions that read row ``r``, ascending, padded."""
+    rows: torch.Tensor
+    """The rows read more than ``M`` times (the top layers every embedding shares), repeated
+    once per read, in ascending position."""
+    positions: torch.Tensor
+    """The positions that read them."""
+
+
+@functools.lru_cache(maxsize=64)
+def inverse_index(index: torch.Tensor, rows: int, most: int) -> Inverse:
+    """Where each source row but the last (the zero wall) was read by the neighbour table
+    ``index`` into ``rows`` rows.
+
+    ``table`` ``(most, rows - 1)``: column ``r`` lists, in ascending order, the positions ``i``
+    with ``index[i] == r``, padded with ``index.numel()``, which points one past the gathered
+    rows (where a zero row is kept). A row read more than ``most`` times (a top layer shared by
+    the batch; ``most`` = the neighbourhood's K bounds every cell of one lattice) has only
+    padding there, and its reads are listed in ``rows`` / ``positions`` instead. Summing
+    ``grads[table[j]]`` over ``j`` in order, then ``index_add_`` of the listed reads, gives the
+    first ``rows - 1`` rows of ``zeros(rows).index_add_(0, index, grads)`` with the same
+    additions in the same order (index_add on the CPU adds each row's contributions in
+    ascending position); the wall's gradient is never used. Cached per table (the cached tables
+    of :func:`neighbour_index` are the same objects from call to call).
+    """
+    with torch.inference_mode(False):
+        n, device = index.numel(), index.device
+        positions = torch.arange(n, device=device)[index < rows - 1]
+        read = index[positions]
+        counts = torch.bincount(read, minlength=rows - 1)
+        heavy = counts[read] > most
+        light, light_rows = positions[~heavy], read[~heavy]
+        order = torch.argsort(light_rows, stable=True)
+        counts = torch.bincount(light_rows, minlength=rows - 1)
+        slot = (
+            torch.arange(len(order), device=device)
+            - (torch.cumsum(counts, 0) - counts)[light_rows[order]]
+        )
+        table = torch.full((most, rows - 1), n, dtype=torch.long, device=device)
+        table[slot, light_rows[order]] = light[order]
+        return Inverse(table, read[heavy], positions[heavy])
 
 
 def _one_lattice_table(

@@ -7,6 +7,8 @@
   (:class:`~cellcube.objectives.negatives.NegativeMiner`; ``loss.hard_negatives`` /
   ``loss.random_negatives``), re-mined by :meth:`Objective.refresh_negatives`;
 * curriculum weights (:mod:`cellcube.objectives.curriculum`; ``loss.curriculum``);
+* a loss at several steps of one forward pass (``cube.steps_range``): :meth:`Objective.over_steps`
+  averages the loss of every prediction :func:`supervised_predictions` returns;
 * with other teachers' ``views`` on the splits: one projection head per teacher (ridge
   initialised, trained with the model) and per-pair teacher weights
   (:mod:`cellcube.objectives.multiteacher`; ``teachers.weighting``).
@@ -28,7 +30,7 @@ from cellcube.objectives.losses import build_loss
 from cellcube.objectives.multiteacher import distillation_loss, module_key, pair_weights, ridge_head
 from cellcube.objectives.negatives import NegativeMiner
 
-__all__ = ["Objective", "split_teacher_weights"]
+__all__ = ["Objective", "split_teacher_weights", "supervised_predictions"]
 
 Logs = dict[str, torch.Tensor]
 
@@ -41,6 +43,14 @@ def split_teacher_weights(split: EmbeddedSplit, cfg: Config) -> torch.Tensor:
     return pair_weights(
         spaces, split.answer_ids, tc.weighting, tc.temperature, tc.weights, cfg.loss.temperature
     )
+
+
+def supervised_predictions(model: nn.Module, q: torch.Tensor) -> list[torch.Tensor]:
+    """The predictions of the questions ``q`` that training gives a loss: the model's
+    ``training_outputs`` where it has them (the cube under ``cube.steps_range``: one per
+    supervised step), else ``[model(q)]``."""
+    outputs = getattr(model, "training_outputs", None)
+    return outputs(q) if callable(outputs) else [model(q)]
 
 
 class Objective(nn.Module):
@@ -148,6 +158,24 @@ class Objective(nn.Module):
         return self._distillation(
             pred, a, answer_ids, rows, negatives, negative_ids, weights, stats
         )
+
+    def over_steps(
+        self,
+        preds: list[torch.Tensor],
+        a: torch.Tensor,
+        answer_ids: torch.Tensor,
+        rows: torch.Tensor,
+        epoch: int,
+        batch_idx: int,
+    ) -> tuple[torch.Tensor, Logs, Logs]:
+        """The mean of :meth:`forward`'s loss over several predictions of the same batch (one
+        per supervised step of an anytime cube), with the terms and stats of the last one; for a
+        single prediction exactly :meth:`forward`."""
+        results = [self(p, a, answer_ids, rows, epoch, batch_idx) for p in preds]
+        if len(results) == 1:
+            return results[0]
+        total = torch.stack([r[0] for r in results]).mean()
+        return total, results[-1][1], results[-1][2]
 
     def _distillation(
         self,

@@ -14,6 +14,7 @@ A run directory holds everything needed to evaluate or query a run again::
     RUN/models/ridge.pt                      the ridge baseline (alpha chosen on validation;
                                              its fit time)
     RUN/report.json                          test metrics of every model
+    RUN/report.html                          the report page (cellcube report)
     RUN/plots/training.png                   validation MRR and training loss per epoch
 
 No other module spells these paths: the pipeline, evaluation and answering go through
@@ -51,6 +52,17 @@ from cellcube.models.baselines import Ridge, build_model
 from cellcube.train.checkpoints import load_heads, load_weights
 from cellcube.train.modeldir import ModelDir
 
+REPORT_KEYS = {
+    "models",
+    "n_test",
+    "n_candidates",
+    "n_train",
+    "n_val",
+    "teacher",
+    "cellcube_version",
+}
+"""The keys every report.json holds (:meth:`RunDir.read_report` checks them)."""
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -85,6 +97,16 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.root / "report.json"
+
+    @property
+    def report_html(self) -> Path:
+        """The report page (:mod:`cellcube.report`)."""
+        return self.root / "report.html"
+
+    @property
+    def bank(self) -> Path:
+        """Stored phrase banks (:mod:`cellcube.decode.bank`), one directory per bank."""
+        return self.root / "bank"
 
     @property
     def plot(self) -> Path:
@@ -214,6 +236,17 @@ class RunDir:
 
     def write_report(self, report: dict[str, Any]) -> None:
         write_json(self.report, report)
+
+    def read_report(self) -> dict[str, Any]:
+        """The run's report.json (written by ``cellcube train`` or ``cellcube evaluate``)."""
+        self._require(self.report)
+        try:
+            report = json.loads(self.report.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            report = None
+        if not (isinstance(report, dict) and report.keys() >= REPORT_KEYS and report["models"]):
+            raise CheckpointError(f"{self.report}: corrupt report; run `cellcube evaluate` again")
+        return report
 
     def _require(self, path: Path) -> None:
         if not path.is_file():

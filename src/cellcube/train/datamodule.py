@@ -2,10 +2,11 @@
 
 :class:`PairsDataModule` serves the embedded train split in batches drawn by
 :class:`EpochSeededSampler` (a permutation per ``(seed, epoch)``) and the whole validation split
-as one batch. Under torchrun every process holds both splits (rank 0 embedded them and handed
-them over, :func:`cellcube.train.distributed.on_rank_zero`); :meth:`PairsDataModule.setup` then
-gives this process its slice of every global batch, from the rank and world size of Lightning's
-trainer.
+as one batch, each batch taken from the split's tensors in one indexing per tensor
+(:class:`RowsDataset`) rather than row by row. Under torchrun every process holds both splits
+(rank 0 embedded them and handed them over, :func:`cellcube.train.distributed.on_rank_zero`);
+:meth:`PairsDataModule.setup` then gives this process its slice of every global batch, from the
+rank and world size of Lightning's trainer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,26 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from cellcube.embed.splits import EmbeddedSplit
 from cellcube.train import distributed
 
-__all__ = ["EpochSeededSampler", "PairsDataModule"]
+__all__ = ["EpochSeededSampler", "PairsDataModule", "RowsDataset", "as_batch"]
+
+
+class RowsDataset(TensorDataset):
+    """A :class:`~torch.utils.data.TensorDataset` that fetches a whole batch at once.
+
+    The :class:`~torch.utils.data.DataLoader` hands :meth:`__getitems__` the batch's row indices
+    and gets ``[tensor[rows] for each tensor]``: the very batch that fetching the rows one by one
+    and stacking them (the default collation) builds, in one indexing per tensor. Use it with
+    ``collate_fn=``:func:`as_batch`.
+    """
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        rows = torch.tensor(indices, dtype=torch.long)
+        return [t[rows] for t in self.tensors]
+
+
+def as_batch(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The collation of a :class:`RowsDataset` batch: it is already one."""
+    return batch
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -102,11 +122,13 @@ class PairsDataModule(L.LightningDataModule):
         t = self.train
         assert self.sampler is not None, "setup() first"
         return DataLoader(
-            TensorDataset(t.q, t.a, t.answer_ids, torch.arange(len(t))),
+            RowsDataset(t.q, t.a, t.answer_ids, torch.arange(len(t))),
             batch_size=self.rank_batch,
             sampler=self.sampler,
             drop_last=self.sampler.world_size == 1 and len(t) > self.batch_size,
+            collate_fn=as_batch,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.val.q, self.val.answer_ids), batch_size=len(self.val))
+        val = RowsDataset(self.val.q, self.val.answer_ids)
+        return DataLoader(val, batch_size=len(self.val), collate_fn=as_batch)

@@ -7,9 +7,12 @@ them behave as ONE run:
 
 * :func:`process_group` joins torchrun's process group (``gloo`` on CPU, ``nccl`` on GPU; see
   :func:`resolve_backend`) before anything else, so the pipeline can coordinate the ranks.
-* :func:`on_rank_zero` runs a step on rank 0 only (reading and splitting the data, embedding,
-  writing every file, evaluation) and hands its result to every rank; an exception on rank 0 is
+* :func:`on_rank_zero` runs a step on rank 0 only (reading and splitting the data, writing
+  every file, evaluation) and hands its result to every rank; an exception on rank 0 is
   raised on every rank, so no rank is left waiting for the others.
+* :func:`on_every_rank` runs a step on every rank (each its shard of the texts to embed) and
+  raises on every rank if it failed on any; :func:`all_gather_rows` then hands every rank all
+  ranks' rows as tensors (no pickle): :func:`cellcube.embed.sharded.embed_sharded`.
 * :func:`trainer_kwargs` turns Lightning's Trainer into a DDP trainer, and
   :class:`~cellcube.train.datamodule.EpochSeededSampler` gives each rank its slice of every
   GLOBAL batch (``train.batch_size`` rows, ``batch_size / WORLD_SIZE`` per rank) of the same
@@ -45,11 +48,14 @@ from cellcube.errors import CellcubeError, ConfigError, DataError
 __all__ = [
     "AllGather",
     "PeerFailed",
+    "all_gather_rows",
     "check_batch_size",
     "gather_batch",
+    "in_process_group",
     "is_distributed",
     "is_rank_zero",
     "local_world_size",
+    "on_every_rank",
     "on_rank_zero",
     "process_group",
     "rank",
@@ -111,6 +117,12 @@ def local_world_size() -> int:
 def is_distributed() -> bool:
     """Whether this process is one of several (started by torchrun)."""
     return world_size() > 1
+
+
+def in_process_group() -> bool:
+    """Whether this process is one of several AND has joined their process group (collectives
+    work)."""
+    return is_distributed() and dist.is_available() and dist.is_initialized()
 
 
 def is_rank_zero() -> bool:
@@ -227,6 +239,56 @@ def on_rank_zero(fn: Callable[[], T]) -> T:
         kind = payload.__class__.__name__
         raise PeerFailed(f"rank 0 failed ({kind}): {payload}") from payload
     return payload
+
+
+def on_every_rank(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on every rank and return this rank's result, once every rank has finished.
+
+    For a step each rank does its own share of (embedding its shard of the texts). If ``fn``
+    raises on some rank, that rank re-raises it and every other rank raises
+    :class:`PeerFailed` naming the first failed rank and its message, so no rank is left
+    waiting at the next collective. In a single process this is just ``fn()``.
+    """
+    if not in_process_group():
+        return fn()
+    try:
+        result, error = fn(), None
+    except Exception as exc:
+        result, error = None, exc
+    failures: list[Any] = [None] * dist.get_world_size()
+    mine = None if error is None else (error.__class__.__name__, str(error))
+    dist.all_gather_object(failures, mine, group=_control_group)
+    if error is not None:
+        raise error
+    for peer, failure in enumerate(failures):
+        if failure is not None:
+            kind, message = failure
+            raise PeerFailed(f"rank {peer} failed ({kind}): {message}")
+    return result  # type: ignore[return-value]
+
+
+def all_gather_rows(local: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's 2-D CPU tensor ``local``, in rank order, on every rank.
+
+    The ranks may hold different numbers of rows (0 included: such a rank's ``local`` may be
+    any empty tensor); the others must agree on the width and dtype. The row counts go round
+    first (a few integers), then the rows themselves as one padded tensor per rank through the
+    gloo group (``all_gather``; no pickling of the rows). Alone: ``[local]``.
+    """
+    if not in_process_group():
+        return [local]
+    shapes: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shapes, (tuple(local.shape), str(local.dtype)), group=_control_group)
+    counts = [shape[0] for shape, _ in shapes]
+    width, dtype = next(
+        ((shape[1], kind) for shape, kind in shapes if shape[0]), (0, str(local.dtype))
+    )
+    padded = torch.zeros(max(counts), width, dtype=getattr(torch, dtype.removeprefix("torch.")))
+    if local.shape[0]:
+        padded[: local.shape[0]] = local
+    out = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(out, padded, group=_control_group)
+    return [rows[:n] for rows, n in zip(out, counts, strict=True)]
 
 
 class AllGather(Protocol):

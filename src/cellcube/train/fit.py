@@ -42,6 +42,7 @@ from cellcube.train.datamodule import PairsDataModule
 from cellcube.train.guards import FiniteGuard
 from cellcube.train.modeldir import ModelDir
 from cellcube.train.module import MapperModule
+from cellcube.train.selection import MONITOR, SmoothedValidation
 
 __all__ = ["fit"]
 
@@ -63,7 +64,7 @@ def _trainer(cfg: Config, name: str, files: ModelDir) -> L.Trainer:
     best = ModelCheckpoint(
         dirpath=files.checkpoints,
         filename=files.best.stem,
-        monitor="val_mrr",
+        monitor=MONITOR,
         mode="max",
         save_top_k=1,
         enable_version_counter=False,
@@ -85,9 +86,10 @@ def _trainer(cfg: Config, name: str, files: ModelDir) -> L.Trainer:
         precision=t.precision,
         deterministic=True,
         callbacks=[
+            SmoothedValidation(t.select_window),
             best,
             every_epoch,
-            EarlyStopping(monitor="val_mrr", mode="max", patience=t.patience),
+            EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience),
             FiniteGuard(name, files.last),
         ],
         logger=[
