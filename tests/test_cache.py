@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -168,6 +169,32 @@ def test_wal_mode_and_two_connections_share_the_file(tmp_path: Path) -> None:
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
+
+
+def _open_and_close(path: str, errors: object) -> None:
+    try:
+        EmbeddingCache(path).close()
+    except CellcubeError as exc:
+        errors.put(str(exc))  # type: ignore[attr-defined]
+
+
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path: Path) -> None:
+    """Eight processes create the same file together, 150 times. SQLite answers "database is
+    locked" without waiting when two of them switch a new file to WAL at once (without the retry
+    about one round in twelve failed); every open must succeed and leave a usable cache."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for round_ in range(150):
+        path = str(tmp_path / f"c{round_}.sqlite")
+        procs = [ctx.Process(target=_open_and_close, args=(path, errors)) for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        assert [proc.exitcode for proc in procs] == [0] * 8
+    assert errors.empty(), errors.get()
+    with EmbeddingCache(tmp_path / "c0.sqlite") as cache:
+        assert len(cache) == 0
 
 
 def test_put_many_validates_and_is_atomic(tmp_path: Path) -> None:

@@ -7,15 +7,18 @@ model
 files, backend, dtype or max length change, so stale vectors are never reused.
 
 Robustness: the database runs in WAL mode with a busy timeout so several processes can share one
-file; every write is a single transaction, so a crash never leaves a half-written batch; each row
-stores its dimension and is validated on read (a blob of the wrong length or containing NaN/inf
-counts as missing and is recomputed and overwritten).
+file (opening retries until the timeout, because SQLite answers "database is locked" at once,
+without waiting, when two processes switch a new file to WAL together); every write is a single
+transaction, so a crash never leaves a half-written batch; each row stores its dimension and is
+validated on read (a blob of the wrong length or containing NaN/inf counts as missing and is
+recomputed and overwritten).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -92,33 +95,43 @@ class EmbeddingCache:
             raise
 
     def _setup(self) -> None:
-        """Configure the connection and create the schema (one transaction)."""
+        """Configure the connection and create the schema, retrying while another process holds
+        the lock (for up to the busy timeout)."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._configure()
+            except sqlite3.DatabaseError as exc:
+                busy = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise self._db_error(exc) from None
+                time.sleep(0.02)
+
+    def _configure(self) -> None:
+        """One attempt at :meth:`_setup` (idempotent; raises SQLite's errors as they come)."""
         conn = self._connection
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise CellcubeError(
-                    f"{self.path}: embedding cache written by a newer cellcube (schema "
-                    f"{version} > {_SCHEMA_VERSION}); upgrade cellcube or set cache.path to "
-                    "another file"
-                )
-            with conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS embeddings ("
-                    " teacher TEXT NOT NULL,"
-                    " text_sha256 TEXT NOT NULL,"
-                    " dim INTEGER NOT NULL,"
-                    " vector BLOB NOT NULL,"
-                    " PRIMARY KEY (teacher, text_sha256)"
-                    ") WITHOUT ROWID"
-                )
-                if version < _SCHEMA_VERSION:
-                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise self._db_error(exc) from None
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise CellcubeError(
+                f"{self.path}: embedding cache written by a newer cellcube (schema "
+                f"{version} > {_SCHEMA_VERSION}); upgrade cellcube or set cache.path to "
+                "another file"
+            )
+        with conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings ("
+                " teacher TEXT NOT NULL,"
+                " text_sha256 TEXT NOT NULL,"
+                " dim INTEGER NOT NULL,"
+                " vector BLOB NOT NULL,"
+                " PRIMARY KEY (teacher, text_sha256)"
+                ") WITHOUT ROWID"
+            )
+            if version < _SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def _db_error(self, exc: sqlite3.Error) -> CellcubeError:
         """A one-line error naming the file for a SQLite failure."""
