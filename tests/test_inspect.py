@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cellcube.cli.main import main
 from cellcube.data import QAPair
+from cellcube.data import inspect as inspect_mod
 from cellcube.data.inspect import inspect_pairs, write_inspection
 
 # Texts on hand-placed unit vectors: each question points at its own answer, except q3, which
@@ -150,3 +152,42 @@ def test_data_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
     md = (tmp_path / "insp" / "summary.md").read_text()
     assert f"{len(records)} pairs" in md and "from the file's 'quality' field" in md
     assert (tmp_path / "insp" / "quality.png").is_file()
+
+
+def test_pools_score_each_question_among_its_own_pools_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above POOL pairs, relevance and the identity baseline rank each question among the answers
+    of its seeded pool only: a distractor answer in another pool no longer outranks it."""
+    monkeypatch.setattr(inspect_mod, "POOL", 3)
+    pools = inspect_mod.answer_pools(len(PAIRS), 3)
+    assert sorted(np.concatenate(pools).tolist()) == list(range(len(PAIRS)))
+    assert [len(p) for p in pools] == [3, 2]
+    s = inspect_pairs(PAIRS, fixed_embed, ks=(1, 2))
+    assert s["pools"] == {"count": 2, "largest": 3, "pool": 3}
+    # q3 (row 3) points at a1; a1 is a candidate only when q1 (row 1) shares q3's pool
+    q3_pool = next(p for p in pools if 3 in p)
+    mrr = (4 + (0.5 if 1 in q3_pool else 1.0)) / 5
+    assert s["identity_baseline"]["mrr"] == pytest.approx(mrr, abs=1e-4)
+    for members in pools:  # each pool's relevance is the one-pool score of its pairs alone
+        alone = inspect_pairs([PAIRS[i] for i in members], fixed_embed)
+        assert [s["quality"]["values"][i] for i in members] == alone["quality"]["values"]
+    assert "pool" in inspect_mod.render_markdown(s, "t")
+
+
+def test_indexed_near_duplicates_equal_the_exact_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above NEAR_EXACT_MAX rows the FAISS path runs; on 3,000 rows with 300 planted near-duplicate
+    pairs among random directions it returns exactly what the all-pairs search returns."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2700, 64)).astype(np.float32)
+    twins = base[:300] + 0.05 * rng.standard_normal((300, 64)).astype(np.float32)
+    vectors = torch.from_numpy(np.concatenate([base, twins]))
+    exact = inspect_mod.near_duplicates(vectors, 0.95)
+    assert 250 <= len(exact) <= 300
+    monkeypatch.setattr(inspect_mod, "NEAR_EXACT_MAX", 1000)
+    indexed = inspect_mod.near_duplicates(vectors, 0.95)
+    assert len(indexed) == len(exact)
+    by_pair = {(i, j): c for c, i, j in exact}
+    for c, i, j in indexed:  # the same pairs, the same cosines (up to float32 summation order)
+        assert c == pytest.approx(by_pair[(i, j)], abs=1e-6)
+    assert [c for c, _, _ in indexed] == sorted((c for c, _, _ in indexed), reverse=True)

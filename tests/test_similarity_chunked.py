@@ -50,11 +50,25 @@ def dense_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 def test_block_rows_caps_the_block_size() -> None:
     assert sim.block_rows(100) == sim.CHUNK
-    assert sim.block_rows(32_768) == sim.CHUNK  # the blocks every existing run used
-    assert sim.block_rows(32_769) < sim.CHUNK
-    assert sim.block_rows(1_000_000) == sim.BLOCK_ELEMENTS // 1_000_000 == 268
+    assert sim.block_rows(2_048) == sim.CHUNK
+    assert sim.block_rows(2_049) == 8_128  # 8,188 rounded down to a multiple of 64
+    assert sim.block_rows(100_000) == 128
+    assert sim.block_rows(1_000_000) == sim.BLOCK_ELEMENTS // 1_000_000 == 16
     assert sim.block_rows(10**10) == 1
     assert sim.block_rows(100, chunk=7) == 7
+
+
+def test_float64_blocks_equal_one_product_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks capped at 335 rows are cut to 320 (a multiple of ROW_ALIGN), and the blocked float64
+    product is then the dense one bit for bit (the data stage decides thresholds in float64);
+    335-row blocks differ from it in the last bits on the development machine's CPU."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1000, 384, generator=g).double()
+    k = torch.randn(5000, 384, generator=g).double()
+    monkeypatch.setattr(sim, "BLOCK_ELEMENTS", 335 * 5000)
+    assert sim.block_rows(5000) == 320
+    dense = q @ k.T
+    assert torch.equal(torch.cat([b for _, b in sim.dot_blocks(q, k)]), dense)
 
 
 def test_dot_blocks_cover_every_row_in_bounded_blocks(tiny_blocks: None) -> None:

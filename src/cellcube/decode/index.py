@@ -32,6 +32,7 @@ __all__ = [
     "load_index",
     "n_lists",
     "n_probe",
+    "pairs_within",
     "save_index",
     "search",
 ]
@@ -127,3 +128,19 @@ def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     k = min(k, index.ntotal)
     scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return scores, ids
+
+
+def pairs_within(index: Any, vectors: np.ndarray, threshold: float) -> np.ndarray:
+    """The pairs ``(i, j)``, ``i < j``, of the rows of ``vectors`` (the unit float32 rows the index
+    holds, ids = row numbers) whose inner product is at least ``threshold`` and that the index
+    finds: a range search of every row in its ``nprobe`` closest lists. An ``(p, 2)`` int64
+    array, sorted, each pair once; the caller re-scores them (the index's float32 sums may
+    differ from a matrix product's in the last bit)."""
+    found = []
+    for start in range(0, len(vectors), 65_536):
+        rows = np.ascontiguousarray(vectors[start : start + 65_536], dtype=np.float32)
+        limits, _, ids = index.range_search(rows, threshold)
+        i = start + np.repeat(np.arange(len(rows)), np.diff(limits).astype(np.int64))
+        found.append(np.stack([np.minimum(i, ids), np.maximum(i, ids)], axis=1)[i != ids])
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+    return np.unique(pairs.astype(np.int64), axis=0)

@@ -21,10 +21,14 @@ import torch.nn.functional as F
 CHUNK = 8192
 """Default largest number of query rows per block."""
 
-BLOCK_ELEMENTS = 1 << 28
-"""Most similarities held in one block (1 GiB in float32); caps the rows per block. Up to
-32,768 keys a block is ``CHUNK`` rows, as it always was: the matrix products, and every result
-of a run that depends on their rounding, stay bit for bit what they were."""
+BLOCK_ELEMENTS = 1 << 24
+"""Most similarities held in one block (64 MiB in float32, 128 MiB in float64); caps the rows per
+block. Up to 2,048 keys a block is ``CHUNK`` rows."""
+
+ROW_ALIGN = 64
+"""A block of at least this many rows has a multiple of it: float64 matrix products are then bit
+for bit those of one large product (float32 ones are at any row count, on the CPUs measured), so
+results do not depend on the number of keys through the block size."""
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -34,8 +38,12 @@ def unit(x: torch.Tensor) -> torch.Tensor:
 
 def block_rows(n_keys: int, chunk: int = CHUNK) -> int:
     """Query rows per block against ``n_keys`` keys: ``chunk``, or fewer so that a block holds
-    at most :data:`BLOCK_ELEMENTS` similarities (at least one row)."""
-    return max(1, min(chunk, BLOCK_ELEMENTS // max(n_keys, 1)))
+    at most :data:`BLOCK_ELEMENTS` similarities (at least one row; a multiple of
+    :data:`ROW_ALIGN` when at least that many)."""
+    rows = BLOCK_ELEMENTS // max(n_keys, 1)
+    if rows >= chunk:
+        return chunk
+    return rows // ROW_ALIGN * ROW_ALIGN if rows >= ROW_ALIGN else max(1, rows)
 
 
 def dot_blocks(
