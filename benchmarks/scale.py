@@ -29,10 +29,11 @@ stage          what the subprocess times (the code path it names)
                (``load_seconds`` and ``seconds_per_question`` apart)
 =============  ============================================================================
 
-Between the two largest sizes the slope of log(cost) against log(pairs) is the fitted
-exponent (1: linear). Results go to the ``scale`` key of ``benchmarks/results.json`` (the file
-re-read and only that key replaced, written atomically) and the plot to ``docs/scale.png``; the
-table is in ``docs/scale.md``. The bank search at 10k to 1M phrases is ``benchmarks/bank.py``'s.
+From 10,000 pairs (or the smallest size measured) to the largest, the slope of log(cost)
+against log(pairs) is the fitted exponent (1: linear). Results go to the ``scale`` key of
+``benchmarks/results.json`` (the file re-read and only that key replaced, written atomically),
+the plot to ``docs/scale.png`` and the table between the ``bench:scale`` markers of
+``docs/scale.md``. The bank search at 10k to 1M phrases is ``benchmarks/bank.py``'s.
 
 Usage (each finished stage is kept in ``--work``/partial.json, so a rerun resumes)::
 
@@ -40,6 +41,7 @@ Usage (each finished stage is kept in ``--work``/partial.json, so a rerun resume
     python -m benchmarks.scale                 # every stage at 1k, 10k and 100k pairs
     python -m benchmarks.scale --sizes 1000 10000 --cold-max 10000
     python -m benchmarks.scale --report        # results, plot and table of what --work holds
+    python -m benchmarks.scale --render-only   # plot and table from benchmarks/results.json
 
 Stages skipped on purpose (``--cold-max``, ``--expand-max``) are recorded as skipped.
 """
@@ -58,7 +60,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scale_report import PLOT, STAGES, plot, summarise, table, write_results
+from benchmarks.scale_report import (
+    STAGES,
+    read_section,
+    render,
+    summarise,
+    table,
+    write_results,
+)
 
 SIZES = (1_000, 10_000, 100_000)
 QUESTIONS = 20
@@ -339,6 +348,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--expand-max", type=int, default=max(SIZES), help="largest expansion")
     p.add_argument("--warm", action="store_true", help="only fill the cache, then stop")
     p.add_argument("--report", action="store_true", help="only report what --work holds")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only render docs/scale.md's table and docs/scale.png from benchmarks/results.json",
+    )
     p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     return p
@@ -346,6 +360,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = _parser().parse_args()
+    if args.render_only:
+        render(read_section())
+        return
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.stage:  # inside the subprocess
@@ -373,17 +390,16 @@ def main() -> None:
         return  # one size has no slope: keep the partial results for a run with more sizes
     sizes = sorted(set(sizes))
     summary = summarise(measured)
-    plot(summary, PLOT)
-    write_results(
-        {
-            "corpus": "chitchat, data.chitchat_turns=all, first n pairs",
-            "pairs": sizes,
-            "overrides": list(OVERRIDES),
-            "threads": 1,
-            "machine": f"{os.cpu_count()} CPUs, shared (see each stage's load_average_1min)",
-            "stages": summary,
-        }
-    )
+    section = {
+        "corpus": "chitchat, data.chitchat_turns=all, first n pairs",
+        "pairs": sizes,
+        "overrides": list(OVERRIDES),
+        "threads": 1,
+        "machine": f"{os.cpu_count()} CPUs, shared (see each stage's load_average_1min)",
+        "stages": summary,
+    }
+    write_results(section)
+    render(section)
     print(table(summary, sizes))
 
 

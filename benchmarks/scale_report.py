@@ -13,6 +13,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 PLOT = ROOT / "docs" / "scale.png"
+DOC = ROOT / "docs" / "scale.md"
+SLOPE_FROM = 10_000
+"""Slopes are fitted from this size (when measured) to the largest: the range the targets name."""
 STAGES = ("import", "embed_cold", "embed_warm", "train", "evaluate", "inspect", "expand", "ask")
 
 
@@ -26,15 +29,20 @@ def slope(points: dict[int, float], lo: int, hi: int) -> float | None:
 
 
 def summarise(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per stage: the measurements by size, and the slopes of time and stage memory between the
-    two largest sizes it was measured at (``slope_between``; None below two sizes)."""
+    """Per stage: the measurements by size, and the slopes of time and stage memory between
+    :data:`SLOPE_FROM` pairs (the smallest size when it was not measured) and the largest size
+    it was measured at (``slope_between``; None below two sizes)."""
     out: dict[str, Any] = {}
     for stage in STAGES:
         by_size = {int(k): v for k, v in measured.get(stage, {}).items()}
         times = {k: v["seconds"] for k, v in by_size.items() if "seconds" in v}
         mems = {k: v["rss_stage_mib"] for k, v in by_size.items() if "rss_stage_mib" in v}
         cpus = {k: v["cpu_seconds"] for k, v in by_size.items() if "cpu_seconds" in v}
-        pair = sorted(times)[-2:] if len(times) > 1 else None
+        pair = None
+        if len(times) > 1:
+            hi = max(times)
+            lo = SLOPE_FROM if SLOPE_FROM in times and hi > SLOPE_FROM else min(times)
+            pair = [lo, hi]
         out[stage] = {
             "by_pairs": {str(k): by_size[k] for k in sorted(by_size)},
             "slope_between": pair,
@@ -65,7 +73,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             tag = f"{stage} ({k:.2f})" if k is not None else stage
             ax.plot(*zip(*pts, strict=True), marker="o", label=tag)
         ax.set(xscale="log", yscale="log", xlabel="pairs", ylabel=label)
-        ax.set_title(f"{label}; slope between the two largest sizes in brackets", fontsize=9)
+        ax.set_title(f"{label}; slope from {SLOPE_FROM:,} pairs to the largest", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -114,3 +122,21 @@ def write_results(section: dict[str, Any]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["scale"] = section
     write_json(RESULTS, results)
+
+
+def render(section: dict[str, Any]) -> None:
+    """The plot and the ``scale`` table of ``docs/scale.md`` from a results section (the
+    ``scale`` key of ``benchmarks/results.json``)."""
+    from benchmarks.doc_tables import render_into
+
+    plot(section["stages"], PLOT)
+    note = (
+        "<!-- rendered by `python -m benchmarks.scale --render-only` from the `scale` key of "
+        "benchmarks/results.json -->"
+    )
+    render_into(DOC, {"scale": [note, "", table(section["stages"], section["pairs"])]})
+
+
+def read_section() -> dict[str, Any]:
+    """The ``scale`` key of the committed results."""
+    return json.loads(RESULTS.read_text())["scale"]

@@ -22,13 +22,14 @@ from cellcube.embed import packaged as packaged_models
 from cellcube.embed.splits import embed_splits
 from cellcube.embed.teachers import load_teacher
 from cellcube.errors import ConfigError, TeacherError
+from cellcube.eval import similarity
 from cellcube.eval.metrics import retrieval_metrics
 from cellcube.eval.report import format_report
 from cellcube.objectives.losses import build_loss
 from cellcube.objectives.multiteacher import (
     TeacherView,
     distillation_loss,
-    ensemble_scores,
+    ensemble_ranks,
     ridge_head,
     standardize,
     teacher_confidence,
@@ -143,7 +144,33 @@ def test_standardize_uses_train_statistics_and_makes_anisotropic_spaces_discrimi
 def test_ensemble_scores_average_the_spaces() -> None:
     p1, c1 = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     p2, c2 = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
-    assert torch.allclose(ensemble_scores([p1, p2], [c1, c2]), torch.tensor([[0.5, 0.5]]))
+    ranks, scores = ensemble_ranks([p1, p2], [c1, c2], torch.tensor([1]))
+    assert ranks.tolist() == [1] and scores.tolist() == [0.5]  # a tie: nothing scores higher
+
+
+def test_ensemble_ranks_in_blocks_equal_the_dense_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 3 rows over 50 predictions give the ranks of the dense mean cosine matrix."""
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.randn(50, 8, generator=g), torch.randn(50, 5, generator=g)]
+    cands = [torch.randn(20, 8, generator=g), torch.randn(20, 5, generator=g)]
+    ids = torch.randint(0, 20, (50,), generator=g)
+    units = [
+        (F.normalize(p, dim=1), F.normalize(c, dim=1)) for p, c in zip(preds, cands, strict=True)
+    ]
+    dense = sum(p @ c.T for p, c in units) / 2
+    true = dense[torch.arange(50), ids]
+    ranks, scores = ensemble_ranks(preds, cands, ids, chunk=3)
+    assert torch.equal(ranks, (dense > true[:, None]).sum(dim=1) + 1)
+    assert ranks.float().std() > 2  # the ranks spread: a wrong row order would show
+    assert torch.allclose(scores, true, atol=1e-6)
+    conf = teacher_confidence(preds[0], ids, cands[0], temperature=0.1)
+    monkeypatch.setattr(similarity, "BLOCK_ELEMENTS", 60)  # 3 rows of 20 candidates per block
+    blocked = teacher_confidence(preds[0], ids, cands[0], temperature=0.1)
+    assert torch.allclose(blocked, conf, atol=1e-6)
+    expected = torch.log_softmax(
+        F.normalize(preds[0], dim=1) @ F.normalize(cands[0], dim=1).T / 0.1, dim=1
+    )[torch.arange(50), ids]
+    assert torch.allclose(blocked, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(

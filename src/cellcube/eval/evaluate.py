@@ -27,9 +27,9 @@ from cellcube.embed.splits import EmbeddedSplit
 from cellcube.embed.teachers import load_teacher
 from cellcube.eval.bootstrap import LEVEL, difference_summary, intervals, per_pair_values
 from cellcube.eval.confidence import confidence_report
-from cellcube.eval.metrics import rank_metrics, retrieval_metrics, score_metrics
+from cellcube.eval.metrics import rank_metrics, retrieval_metrics
 from cellcube.eval.similarity import true_ranks
-from cellcube.objectives.multiteacher import ensemble_scores, module_key
+from cellcube.objectives.multiteacher import ensemble_ranks, module_key
 from cellcube.objectives.objective import split_teacher_weights
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -198,7 +198,7 @@ def teacher_metrics(
             for t, label in enumerate(labels)
         }
         ensemble = {
-            "teacher": score_metrics(ensemble_scores(own, cands), test.answer_ids, ks),
-            "cube": score_metrics(ensemble_scores(preds, cands), test.answer_ids, ks),
+            "teacher": rank_metrics(*ensemble_ranks(own, cands, test.answer_ids), ks),
+            "cube": rank_metrics(*ensemble_ranks(preds, cands, test.answer_ids), ks),
         }
     return {"weighting": cfg.teachers.weighting, "per_teacher": per_teacher, "ensemble": ensemble}

@@ -36,16 +36,6 @@ def retrieval_metrics(
     return rank_metrics(rank, true, ks)
 
 
-def score_metrics(
-    scores: torch.Tensor, answer_ids: torch.Tensor, ks: Sequence[int] = (1, 10)
-) -> dict[str, float]:
-    """:func:`retrieval_metrics` from a ready ``(n, m)`` score matrix (e.g. an ensemble's mean
-    cosine over several embedding spaces); ``cosine`` is the mean score of the true answers."""
-    rows = torch.arange(scores.shape[0])
-    true = scores[rows, answer_ids]
-    return rank_metrics((scores > true[:, None]).sum(dim=1) + 1, true, ks)
-
-
 def rank_metrics(
     rank: torch.Tensor, true: torch.Tensor, ks: Sequence[int] = (1, 10)
 ) -> dict[str, float]:

@@ -65,11 +65,6 @@ def cosine_blocks(
     yield from dot_blocks(unit(queries), unit(keys), chunk)
 
 
-def cosine_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """The dense ``(n, m)`` cosine matrix; for sizes where ``n * m`` floats fit in memory."""
-    return unit(queries) @ unit(keys).T
-
-
 def topk_rows(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest entries of every row of ``block``: ``(values, indices)``, best first;
     of equal values the lower index comes first and wins the last places (deterministic,

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cellcube.eval.similarity import cosine_matrix, unit
+from cellcube.eval.similarity import CHUNK, block_rows, cosine_blocks, unit
 from cellcube.objectives.losses import CombinedLoss
 
 
@@ -82,9 +82,13 @@ def standardize(views: dict[str, TeacherView], train: str = "train") -> dict[str
 def teacher_confidence(
     q: torch.Tensor, answer_ids: torch.Tensor, candidates: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """(n,) log-probability a teacher gives each pair's true answer among ``candidates``."""
-    sims = cosine_matrix(q, candidates)
-    return torch.log_softmax(sims / temperature, dim=1).gather(1, answer_ids[:, None])[:, 0]
+    """(n,) log-probability a teacher gives each pair's true answer among ``candidates``
+    (computed in blocks of questions: memory ``O(block * len(candidates))``)."""
+    out = []
+    for start, sims in cosine_blocks(q, candidates):
+        ids = answer_ids[start : start + sims.shape[0], None]
+        out.append(torch.log_softmax(sims / temperature, dim=1).gather(1, ids)[:, 0])
+    return torch.cat(out) if out else q.new_zeros(0)
 
 
 def teacher_weights(
@@ -173,14 +177,25 @@ def distillation_loss(
     return torch.stack(terms).sum(), terms
 
 
-def ensemble_scores(
-    preds: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """(n, m) mean over teachers of the cosine between each prediction and each candidate, every
-    teacher scoring in its own space."""
-    total = None
-    for p, c in zip(preds, candidates, strict=True):
-        s = cosine_matrix(p, c)
-        total = s if total is None else total + s
-    assert total is not None
-    return total / len(preds)
+def ensemble_ranks(
+    preds: Sequence[torch.Tensor],
+    candidates: Sequence[torch.Tensor],
+    answer_ids: torch.Tensor,
+    chunk: int = CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prediction's rank of its true answer (1 + candidates scoring strictly higher) and its
+    score, the score being the mean over teachers of the cosine, every teacher scoring in its own
+    space: ``(ranks, scores)``, each ``(n,)``; in blocks of rows, never the dense ``(n, m)``
+    matrix."""
+    spaces = [(unit(p), unit(c)) for p, c in zip(preds, candidates, strict=True)]
+    ranks, trues = [], []
+    step = block_rows(candidates[0].shape[0], chunk)
+    for start in range(0, preds[0].shape[0], step):
+        total = sum(p[start : start + step] @ c.T for p, c in spaces) / len(spaces)
+        rows = torch.arange(total.shape[0])
+        true = total[rows, answer_ids[start : start + step]]
+        ranks.append((total > true[:, None]).sum(dim=1) + 1)
+        trues.append(true)
+    if not ranks:
+        return torch.zeros(0, dtype=torch.long), preds[0].new_zeros(0)
+    return torch.cat(ranks), torch.cat(trues)
