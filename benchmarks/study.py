@@ -29,6 +29,8 @@ folds 0..K-1 of every seed, ``--set KEY=VALUE`` adds an override to every run):
   pairs, seed 0.
 - ``budget`` (issue 16): the cube from about 13k to 800k parameters, the mlp sized by it and the
   linear adapter at a matching rank, on chatterbot x seeds 0-2, then chitchat at 4000, seed 0.
+- ``large`` (issue 16): full chitchat, seed 0: the default lattice at T = 12, the 8x8x8 lattice
+  of 32 channels at T = 8, and the default cube.
 
 A run's key is (corpus, seed, fold, train size, variant name, hash of its overrides); its row
 holds the key, the overrides, the resolved config, the cellcube commit, the wall seconds and the

@@ -75,7 +75,7 @@ from benchmarks.study_tables import (
     summary_cells,
     table,
 )
-from benchmarks.study_variants import variants_section
+from benchmarks.study_variants import large_section, variants_section
 from cellcube.errors import CellcubeError
 from cellcube.io import atomic_open, write_text
 
@@ -367,6 +367,7 @@ def render_markdown(rows: list[dict[str, Any]], results: Path, md: Path, plots: 
         lines += ["## Learning curve", "", *curve_lines]
     lines += cube_section(rows) + tune_section(rows)
     lines += variants_section(rows, plots, md) + budget_section(rows, plots, md)
+    lines += large_section(rows)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

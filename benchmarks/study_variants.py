@@ -26,12 +26,12 @@ from benchmarks.study_groups import (
     plan_groups,
     within,
 )
-from benchmarks.study_plans import model_variants
+from benchmarks.study_plans import large_variants, model_variants
 from benchmarks.study_stats import Unit, num, paired
 from benchmarks.study_tables import link, table
 from cellcube.io import atomic_open
 
-__all__ = ["steps_png", "variants_section"]
+__all__ = ["large_section", "steps_png", "variants_section"]
 
 
 def _choice_table(groups: Groups, names: list[str]) -> list[str]:
@@ -282,3 +282,26 @@ def variants_section(rows: list[dict[str, Any]], plots: Path, md: Path) -> list[
         f"--render-only` writes [robustness.md]({link(md.parent / 'robustness.md', md)}).",
         "",
     ]
+
+
+def large_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Plan ``large``: more steps and the largest lattice on the full chitchat corpus, each run
+    with its baselines."""
+    variants = large_variants()
+    groups = plan_groups(rows, "large", variants)
+    names = [v.name for v in variants if any(v.name in vs for vs in groups.values())]
+    if not names:
+        return []
+    lines = [
+        "## More steps and the largest lattice on full chitchat (plan `large`)",
+        "",
+        "The full chitchat corpus (16,738 train pairs), seed 0: `T12` is the default lattice at "
+        "12 steps, `T8_8x8x8_c32` the largest lattice, 8x8x8 cells of 32 channels at 8 steps (the "
+        "fewest that reach the output face; its `mlp` is sized by it). Cube minus each baseline "
+        "of the same run, ± the run's paired-bootstrap SE (runs the difference is positive / "
+        "runs); no SE across runs.",
+        "",
+    ]
+    for corpus, vs in groups.items():
+        lines += _corpus_table(corpus, vs, names)
+    return lines
