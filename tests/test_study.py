@@ -23,9 +23,16 @@ from benchmarks.study import (
     tune_variants,
 )
 from benchmarks.study_budget import capacity_paragraph
-from benchmarks.study_plans import budget_variants, model_variants
+from benchmarks.study_plans import budget_variants, large_variants, model_variants
 from benchmarks.study_render import HEADLINE_BEGIN, HEADLINE_END, render
-from benchmarks.study_results import KEY_FIELDS, append_result, pending, read_results, row_key
+from benchmarks.study_results import (
+    KEY_FIELDS,
+    append_result,
+    overrides_hash,
+    pending,
+    read_results,
+    row_key,
+)
 from benchmarks.study_stats import Paired, paired, sentence, t_interval, verdict
 
 from cellcube.config import load_config
@@ -195,13 +202,13 @@ def test_a_bad_line_inside_the_file_is_one_error_naming_the_line(tmp_path: Path)
 def test_dry_run_prints_each_plan_and_its_count(tmp_path: Path, capsys) -> None:
     results = tmp_path / "results.jsonl"
     counts = {}
-    for plan in ("small", "curve", "cube", "tune", "variants", "budget"):
+    for plan in ("small", "curve", "cube", "tune", "variants", "budget", "large"):
         assert main(["--plan", plan, "--dry-run", "--results", str(results)]) == 0
         out = capsys.readouterr().out
         counts[plan] = int(out.split(" runs planned")[0])
         assert out.count(f"  {plan:5s} ") == counts[plan]
     assert counts == {
-        "small": 15, "curve": 7, "cube": 81, "tune": 81, "variants": 60, "budget": 28
+        "small": 15, "curve": 7, "cube": 81, "tune": 81, "variants": 60, "budget": 28, "large": 3
     }  # fmt: skip
     assert not results.exists()
     # the cube plan's overlap with small (the default at seeds 0-2) is planned once
@@ -321,6 +328,28 @@ def test_variants_section_numbers_by_hand(tmp_path: Path) -> None:
         "| tech | anytime | 8 | 0.540 | 0.542 | 0.650 |" in text and "-0.050 ± 0.050 (0/2)" in text
     )
     assert (tmp_path / "docs" / "study" / "variants_steps.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_large_plan_and_its_section(tmp_path: Path) -> None:
+    """Plan ``large``: full chitchat, seed 0, three valid configs; its default is the headline's
+    chitchat run (same key, so not run twice); the section shows each run's paired numbers."""
+    runs = plan_runs("large")
+    assert {(r.corpus, r.seed, r.train_size) for r in runs} == {("chitchat", 0, "all")}
+    assert overrides_hash(runs[-1].overrides) == "d0106baf8043"  # the headline chitchat run
+    big = load_config(None, list(large_variants()[1].overrides))
+    assert n_params(build_model("cube", 384, big)) == 1_598_944
+    assert load_config(None, list(large_variants()[0].overrides)).cube.steps == 12
+    results, md = tmp_path / "results.jsonl", tmp_path / "docs" / "study.md"
+    for v, cube in zip(large_variants(), (0.19, 0.18, 0.20), strict=True):
+        row = _variant_row("chitchat", 0, v, cube, 0.2)
+        row.update(plan="large", train_size="all")
+        row["report"]["paired"] = {"linear": {"se": 0.004}}
+        append_result(results, row)
+    render(results, md, tmp_path / "docs" / "study")
+    text = md.read_text().split("(plan `large`)")[1]
+    # cube - linear within each run, the run's bootstrap SE; minus the default run's cube
+    assert "| T12 | 0.290 | 0.190 | +0.010 ± - (1/1) | -0.010 ± 0.004 (0/1) |" in text
+    assert "| T8_8x8x8_c32 | 0.280 | 0.180 |" in text and "| -0.020 ± - (0/1) |" in text
 
 
 def test_budget_section_and_capacity_verdict(tmp_path: Path) -> None:
