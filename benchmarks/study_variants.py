@@ -247,12 +247,16 @@ def _confidence_section(groups: Groups) -> list[str]:
     ]
 
 
+def _ran(rows: list[dict[str, Any]], plan: str, variants: list) -> tuple[Groups, list[str]]:
+    """``plan``'s rows grouped (:func:`plan_groups`), and the names of its variants that ran."""
+    groups = plan_groups(rows, plan, variants)
+    return groups, [v.name for v in variants if any(v.name in vs for vs in groups.values())]
+
+
 def variants_section(rows: list[dict[str, Any]], plots: Path, md: Path) -> list[str]:
     """Plan ``variants``: choice on validation, per-corpus paired tables, the steps curve and
     the confidence table."""
-    variants = model_variants()
-    groups = plan_groups(rows, "variants", variants)
-    names = [v.name for v in variants if any(v.name in vs for vs in groups.values())]
+    groups, names = _ran(rows, "variants", model_variants())
     if len(names) < 2:
         return []
     lines = [
@@ -287,9 +291,7 @@ def variants_section(rows: list[dict[str, Any]], plots: Path, md: Path) -> list[
 def large_section(rows: list[dict[str, Any]]) -> list[str]:
     """Plan ``large``: more steps and the largest lattice on the full chitchat corpus, each run
     with its baselines."""
-    variants = large_variants()
-    groups = plan_groups(rows, "large", variants)
-    names = [v.name for v in variants if any(v.name in vs for vs in groups.values())]
+    groups, names = _ran(rows, "large", large_variants())
     if not names:
         return []
     lines = [
