@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,28 +172,42 @@ def test_wal_mode_and_two_connections_share_the_file(tmp_path: Path) -> None:
     raw.close()
 
 
-def _open_and_close(path: str, errors: object) -> None:
+CONTENTION = """
+import multiprocessing, sys
+from cellcube.embed.cache import EmbeddingCache
+from cellcube.errors import CellcubeError
+
+def open_and_close(path, errors):
     try:
         EmbeddingCache(path).close()
     except CellcubeError as exc:
-        errors.put(str(exc))  # type: ignore[attr-defined]
+        errors.put(str(exc))
 
-
-def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path: Path) -> None:
-    """Eight processes create the same file together, 150 times. SQLite answers "database is
-    locked" without waiting when two of them switch a new file to WAL at once (without the retry
-    about one round in twelve failed); every open must succeed and leave a usable cache."""
+if __name__ == "__main__":
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
     for round_ in range(150):
-        path = str(tmp_path / f"c{round_}.sqlite")
-        procs = [ctx.Process(target=_open_and_close, args=(path, errors)) for _ in range(8)]
+        path = f"{sys.argv[1]}/c{round_}.sqlite"
+        procs = [ctx.Process(target=open_and_close, args=(path, errors)) for _ in range(8)]
         for proc in procs:
             proc.start()
         for proc in procs:
             proc.join()
         assert [proc.exitcode for proc in procs] == [0] * 8
     assert errors.empty(), errors.get()
+"""
+
+
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path: Path) -> None:
+    """Eight processes create the same file together, 150 times. SQLite answers "database is
+    locked" without waiting when two of them switch a new file to WAL at once (without the retry
+    about one round in twelve failed); every open must succeed and leave a usable cache. The
+    processes fork from a small interpreter that imports the cache alone (forking the test
+    process, torch loaded, costs seconds per round)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CONTENTION, str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
     with EmbeddingCache(tmp_path / "c0.sqlite") as cache:
         assert len(cache) == 0
 
