@@ -271,7 +271,8 @@ def cube_section(rows: list[dict[str, Any]]) -> list[str]:
         "## Cube variants (plan `cube`)",
         "",
         "The cube's validation MRR, mean over corpora of the mean over the seeds every variant ran "
-        "(the default is chosen on this column, in bold: the best); test MRR only for the record.",
+        "(in bold: the best on this column; `default` is the built-in default); test MRR only for "
+        "the record.",
         "",
         *table(head, body),
         "",
