@@ -138,5 +138,9 @@ def render(section: dict[str, Any]) -> None:
 
 
 def read_section() -> dict[str, Any]:
-    """The ``scale`` key of the committed results."""
-    return json.loads(RESULTS.read_text())["scale"]
+    """The ``scale`` key of the committed results; a missing or unreadable file or key stops
+    with one line naming it."""
+    try:
+        return json.loads(RESULTS.read_text())["scale"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: {RESULTS}: no readable 'scale' results ({exc!r})") from None

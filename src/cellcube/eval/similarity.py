@@ -154,6 +154,14 @@ def pairs_above(
     return torch.cat(found_i), torch.cat(found_j), torch.cat(found_v)
 
 
+def block_ranks(block: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's rank of its ``targets`` column (1 + entries strictly higher) and that entry:
+    ``(ranks, values)``. Overwrites ``block`` (in place, 1.0 where an entry is higher: the float
+    sums are exact counts below 2**24)."""
+    true = block[torch.arange(block.shape[0]), targets]
+    return block.gt_(true[:, None]).sum(dim=1).long() + 1, true
+
+
 def true_ranks(
     queries: torch.Tensor, keys: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,10 +169,8 @@ def true_ranks(
     cosine to it: ``(ranks, cosines)``, each ``(n,)``."""
     ranks, cosines = [], []
     for start, block in cosine_blocks(queries, keys, chunk):
-        rows = torch.arange(block.shape[0])
-        true = block[rows, targets[start : start + block.shape[0]]]
-        # in place, 1.0 where a key scores higher: the float sums are exact counts (< 2**24)
-        ranks.append(block.gt_(true[:, None]).sum(dim=1).long() + 1)
+        rank, true = block_ranks(block, targets[start : start + block.shape[0]])
+        ranks.append(rank)
         cosines.append(true)
         del block  # freed before the next block is computed: one block in memory at a time
     if not ranks:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cellcube.eval.similarity import CHUNK, block_rows, cosine_blocks, unit
+from cellcube.eval.similarity import CHUNK, block_ranks, block_rows, cosine_blocks, unit
 from cellcube.objectives.losses import CombinedLoss
 
 
@@ -192,9 +192,8 @@ def ensemble_ranks(
     step = block_rows(candidates[0].shape[0], chunk)
     for start in range(0, preds[0].shape[0], step):
         total = sum(p[start : start + step] @ c.T for p, c in spaces) / len(spaces)
-        rows = torch.arange(total.shape[0])
-        true = total[rows, answer_ids[start : start + step]]
-        ranks.append((total > true[:, None]).sum(dim=1) + 1)
+        rank, true = block_ranks(total, answer_ids[start : start + step])
+        ranks.append(rank)
         trues.append(true)
     if not ranks:
         return torch.zeros(0, dtype=torch.long), preds[0].new_zeros(0)
