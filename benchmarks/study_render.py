@@ -57,6 +57,7 @@ from benchmarks.study_stats import (
     mean_of,
     metric,
     num,
+    one_se_choice,
     sentence,
     summarise,
     variant_means,
@@ -225,13 +226,14 @@ def plot_curve(corpus: str, points: list, models: Sequence[str], png: Path) -> N
 
 
 def cube_section(rows: list[dict[str, Any]]) -> list[str]:
-    """The `cube` plan: lattices x steps, chosen on validation MRR (test beside it)."""
+    """The `cube` plan: lattices x steps, chosen on validation MRR by the one-standard-error rule
+    (:func:`~benchmarks.study_stats.one_se_choice`; test beside it)."""
     groups = matched(rows, [v.name for v in cube_variants()])
     names = sorted({v for g in groups.values() for v in g})
     if not names:
         return []
     corpora = list(groups)
-    scored = []
+    info = {}
     for v in names:
         val, per = variant_means(groups, v, "cube", "val_mrr")
         test, _ = variant_means(groups, v, "cube", "mrr")
@@ -239,18 +241,23 @@ def cube_section(rows: list[dict[str, Any]]) -> list[str]:
         cube = (cfg.get("config") or {}).get("cube", {})
         params = mean_of(metric(r, "cube", "params") for g in groups.values() for r in g.get(v, []))
         n = sum(len(g.get(v, [])) for g in groups.values())
-        scored.append((-(val or 0.0), v, val, per, test, cube, params, n))
-    scored.sort(key=lambda s: (s[0], s[1]))
+        info[v] = (val or 0.0, per, test, cube, params, n)
+    chosen, gaps = one_se_choice(
+        groups,
+        {v: i[0] for v, i in info.items()},
+        {v: (i[4] or 0.0, i[3].get("steps", 0)) for v, i in info.items()},
+    )
     body = []
-    for i, (_, v, val, per, test, cube, params, n) in enumerate(scored):
-        lattice = "x".join(str(x) for x in cube.get("lattice", [])) or "?"
-        name = f"**{v}**" if i == 0 else v
+    for v in sorted(names, key=lambda v: (-info[v][0], v)):
+        val, per, test, cube, params, n = info[v]
+        gap = gaps[v]
         body.append(
             [
-                name,
-                lattice,
+                f"**{v}**" if v == chosen else v,
+                "x".join(str(x) for x in cube.get("lattice", [])) or "?",
                 str(cube.get("steps", "?")),
                 num(val),
+                "best" if gap.n and not any((gap.mean, gap.se)) else gap_text(gap),
                 *[num(per.get(c)) for c in corpora],
                 num(test),
                 num(params, ",.0f"),
@@ -262,6 +269,7 @@ def cube_section(rows: list[dict[str, Any]]) -> list[str]:
         "lattice",
         "steps",
         "val MRR (mean)",
+        "− best (val)",
         *[f"val {c}" for c in corpora],
         "test MRR (mean)",
         "params",
@@ -270,13 +278,19 @@ def cube_section(rows: list[dict[str, Any]]) -> list[str]:
     return [
         "## Cube variants (plan `cube`)",
         "",
-        "The cube's validation MRR, mean over corpora of the mean over the seeds every variant ran "
-        "(in bold: the best on this column; `default` is the built-in default); test MRR only for "
-        "the record.",
+        "The cube's validation MRR, mean over corpora of the mean over the seeds every variant ran, "
+        "and its difference from the best on validation, paired by corpus and seed (mean ± SE "
+        "over the pairs). In bold: the choice of the one-standard-error rule, the cheapest "
+        "variant (fewest parameters, then fewest steps) within one SE of the best; `default` is "
+        "the built-in default. Test MRR only for the record.",
         "",
         *table(head, body),
         "",
     ]
+
+
+def gap_text(gap: Paired) -> str:
+    return f"{num(gap.mean, '+.3f')} ± {num(gap.se)}"
 
 
 def tune_section(rows: list[dict[str, Any]]) -> list[str]:

@@ -229,6 +229,31 @@ def matched(rows: Iterable[dict[str, Any]], names: Sequence[str]) -> dict[str, d
     return out
 
 
+def one_se_choice(
+    groups: dict[str, dict[str, list]], means: dict[str, float], cost: dict[str, tuple]
+) -> tuple[str, dict[str, Paired]]:
+    """The one-standard-error rule (Breiman et al. 1984; Hastie et al., *The Elements of
+    Statistical Learning*, 7.10): the cheapest variant whose validation MRR is within one SE of
+    the best's.
+
+    ``means``: each variant's validation MRR (:func:`variant_means`); ``cost``: a sort key per
+    variant, cheapest first. Each variant's difference from the best is paired by corpus and
+    unit over the :func:`matched` ``groups`` (the cube's ``val_mrr``), its SE over those pairs.
+    Returns the chosen variant and every variant's paired difference from the best.
+    """
+    best = min(means, key=lambda v: (-means[v], v))
+    gaps = {}
+    for v in means:
+        diffs = [
+            metric(a, "cube", "val_mrr") - metric(b, "cube", "val_mrr")
+            for variants in groups.values()
+            for a, b in zip(variants[v], variants[best], strict=True)
+        ]
+        gaps[v] = paired(diffs)
+    near = [v for v, g in gaps.items() if g.mean >= -(g.se or 0.0)]
+    return min(near, key=lambda v: (cost[v], v)), gaps
+
+
 def variant_means(groups: dict[str, dict[str, list]], variant: str, model: str, key: str):
     """Mean over corpora of the mean over matched units; also each corpus's mean."""
     per = {}

@@ -330,6 +330,31 @@ def test_variants_section_numbers_by_hand(tmp_path: Path) -> None:
     assert (tmp_path / "docs" / "study" / "variants_steps.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_cube_plan_chooses_by_the_one_standard_error_rule(tmp_path: Path) -> None:
+    """The cheapest variant within one SE of the best on validation is chosen, not the best."""
+    by_name = {v.name: v for v in cube_variants()}
+    # (variant, params, val MRR per seed): T3_8x8x4 is best; default is 0.005 +- 0.005 below it
+    # (within one SE) and cheaper; T3_4x4x4 is as cheap and has fewer steps, but 0.03 +- 0.00 below
+    cells = [
+        ("T3_8x8x4", 4000, (0.80, 0.82)),
+        ("default", 1000, (0.80, 0.81)),
+        ("T3_4x4x4", 1000, (0.77, 0.79)),
+    ]
+    results, md = tmp_path / "results.jsonl", tmp_path / "docs" / "study.md"
+    for name, params, vals in cells:
+        for seed, val in enumerate(vals):
+            row = _variant_row("tech", seed, by_name[name], val - 0.1, 0.5)
+            row.update(plan="cube", train_size="all")
+            row["config"] = load_config(None, list(by_name[name].overrides)).to_dict()
+            row["report"]["models"]["cube"]["params"] = params
+            append_result(results, row)
+    render(results, md, tmp_path / "docs" / "study")
+    text = md.read_text().split("(plan `cube`)")[1]
+    assert "| T3_8x8x4 | 8x8x4 | 3 | 0.810 | best |" in text
+    assert "| **default** | 4x4x4 | 4 | 0.805 | -0.005 ± 0.005 |" in text
+    assert "| T3_4x4x4 | 4x4x4 | 3 | 0.780 | -0.030 ± 0.000 |" in text
+
+
 def test_large_plan_and_its_section(tmp_path: Path) -> None:
     """Plan ``large``: full chitchat, seed 0, three valid configs; its default is the headline's
     chitchat run (same key, so not run twice); the section shows each run's paired numbers."""
