@@ -80,6 +80,7 @@ from benchmarks.cube_workloads import (
 from cellcube.config import Config
 from cellcube.io import write_json
 from cellcube.models.baselines import build_model
+from cellcube.train.memory import freed_memory_kept
 
 
 def bench_lattice(
@@ -359,10 +360,21 @@ def main() -> None:
     ap.add_argument("--efficiency", default="16x16x16:32:128:4", help="LATTICE:C:H:STEPS probe")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the rule")
     ap.add_argument("--train-run", action="store_true", help="also time `cellcube train`")
+    ap.add_argument(
+        "--plain-malloc",
+        action="store_true",
+        help="leave malloc returning freed memory (cellcube train: train.keep_freed_memory=false)",
+    )
     ap.add_argument("--quick", action="store_true", help="small smoke run (tests)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     ap.add_argument("--plot", type=Path, default=Path("benchmarks/memory_vs_steps.png"))
     args = ap.parse_args()
+    with freed_memory_kept(not args.plain_malloc) as kept:  # as `cellcube train` runs
+        measure(args, kept)
+
+
+def measure(args: argparse.Namespace, kept: bool) -> None:
+    """Every measurement of the suite, then ``results.json`` and the plot."""
     if args.threads:
         torch.set_num_threads(args.threads)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
@@ -373,6 +385,7 @@ def main() -> None:
     lattices = [_lattice(t) for t in args.lattices.split(",")]
     started = time.perf_counter()
     result: dict[str, object] = {"machine": machine(device)}
+    result["keep_freed_memory"] = kept
 
     peaks = [gemm_flops_per_s(device)]
     print(f"fp32 GEMM: {peaks[0] / 1e9:.1f} GFLOP/s", flush=True)

@@ -30,6 +30,7 @@ RUN_KEYS = (
     "cache.path",
     "cache.enabled",
     "train.progress",
+    "train.keep_freed_memory",
     "eval.finetune_teacher",
 )
 """Keys that name the run (which data, which seed, where the cache is) or only add a baseline."""

@@ -278,8 +278,8 @@ def cube_section(rows: list[dict[str, Any]]) -> list[str]:
     return [
         "## Cube variants (plan `cube`)",
         "",
-        "The cube's validation MRR, mean over corpora of the mean over the seeds every variant ran, "
-        "and its difference from the best on validation, paired by corpus and seed (mean ± SE "
+        "The cube's validation MRR, mean over corpora of the mean over the seeds every variant "
+        "ran, and its difference from the best on validation, paired by corpus and seed (mean ± SE "
         "over the pairs). In bold: the choice of the one-standard-error rule, the cheapest "
         "variant (fewest parameters, then fewest steps) within one SE of the best; `default` is "
         "the built-in default. Test MRR only for the record.",

@@ -155,16 +155,22 @@ def _same(a: torch.Tensor, b: torch.Tensor, exact: bool, name: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()), msg=name)
 
 
+@pytest.mark.parametrize("block_bytes", [step.BLOCK_BYTES, 1], ids=["blocks", "64-rows"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("overrides", STEP_CONFIGS)
-def test_training_step_equals_the_readable_rule_bit_for_bit(monkeypatch, overrides, threads):
+def test_training_step_equals_the_readable_rule_bit_for_bit(
+    monkeypatch, overrides, threads, block_bytes
+):
     """The one-node training step (:mod:`cellcube.models.step`, here for steps of any size)
     gives the outputs and every gradient (weights and input embeddings) of the readable rule
     exactly on one thread: the same GEMMs, and the same additions in the same order. Cones, 26
     neighbours, periodic walls, the plain reshaper, checkpointing, and the default lattice
-    (4x4x4, 16 channels, hidden 64, 4 steps). On two threads a weight gradient's GEMM may
-    round differently (26 neighbours): equal within 1e-5 relative."""
+    (4x4x4, 16 channels, hidden 64, 4 steps); in the step's own blocks and in the smallest
+    (64 rows), which split the steps of more than 127 cells, with a ragged last block.
+    On two threads a weight
+    gradient's GEMM may round differently (26 neighbours): equal within 1e-5 relative."""
     monkeypatch.setattr(step, "MIN_CELLS", 0)
+    monkeypatch.setattr(step, "BLOCK_BYTES", block_bytes)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -203,8 +209,8 @@ def test_gather_through_the_inverse_table_equals_index_add(threads):
     runs) bit for bit, rows read 0 to 9 times, and rows never read get zeros; the last row (the
     zero wall, read most often) is left out."""
     g = torch.Generator().manual_seed(0)
-    index = torch.cat([torch.randint(0, 40, (300,), generator=g), torch.full((9,), 41)])
-    index = torch.cat([index, torch.full((30,), 42)])  # the wall
+    index = torch.cat([torch.randint(0, 140, (900,), generator=g), torch.full((9,), 141)])
+    index = torch.cat([index, torch.full((30,), 142)])  # the wall
     index = index[torch.randperm(len(index), generator=g)]
     grads = torch.randn(len(index), 5, generator=g) * 10.0 ** torch.randint(
         -3, 4, (len(index), 1), generator=g
@@ -212,14 +218,19 @@ def test_gather_through_the_inverse_table_equals_index_add(threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        want = torch.zeros(43, 5).index_add_(0, index, grads)[:42]
-        inverse = inverse_index(index, 43, 7)  # rows read 8 or 9 times: listed apart
+        want = torch.zeros(143, 5).index_add_(0, index, grads)[:142]
+        inverse = inverse_index(index, 143, 7)  # rows read 8 or 9 times: listed apart
         got = gather_sum(torch.cat([grads, torch.zeros(1, 5)]), inverse)
+        step.BLOCK_BYTES, default = 1, step.BLOCK_BYTES  # blocks of 64 rows
+        try:
+            in_blocks = gather_sum(torch.cat([grads, torch.zeros(1, 5)]), inverse)
+        finally:
+            step.BLOCK_BYTES = default
     finally:
         torch.set_num_threads(before)
-    assert inverse.table.shape == (7, 42) and len(inverse.rows) >= 9
-    assert torch.equal(got, want)
-    assert got[40].abs().sum() == 0 and got[41].abs().sum() > 0
+    assert inverse.table.shape == (7, 142) and len(inverse.rows) >= 9
+    assert torch.equal(got, want) and torch.equal(in_blocks, want)
+    assert got[140].abs().sum() == 0 and got[141].abs().sum() > 0
 
 
 def test_update_plan_counts_the_cells_the_cones_leave():

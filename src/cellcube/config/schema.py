@@ -231,6 +231,9 @@ class TrainConfig(_Section):
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = "cpu"
     progress: bool = True
+    # keep freed memory in the process for the next step instead of returning it to the system
+    # (glibc malloc; cellcube.train.memory): the same numbers, fewer page faults
+    keep_freed_memory: bool = True
     # process-group backend under torchrun (cellcube.train.distributed); auto: nccl on GPU, else
     # gloo
     ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"

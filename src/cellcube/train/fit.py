@@ -40,6 +40,7 @@ from cellcube.train import distributed
 from cellcube.train.checkpoints import AtomicCheckpointIO
 from cellcube.train.datamodule import PairsDataModule
 from cellcube.train.guards import FiniteGuard
+from cellcube.train.memory import freed_memory_kept
 from cellcube.train.modeldir import ModelDir
 from cellcube.train.module import MapperModule
 from cellcube.train.selection import MONITOR, SmoothedValidation
@@ -143,5 +144,6 @@ def fit(
     data = PairsDataModule(train, val, cfg.train.batch_size, cfg.seed)
     trainer = _trainer(cfg, name, files)
     module = MapperModule(model, Objective(cfg, train), cfg, name, val)
-    trainer.fit(module, datamodule=data, ckpt_path=files.last if resume else None)
+    with freed_memory_kept(cfg.train.keep_freed_memory):
+        trainer.fit(module, datamodule=data, ckpt_path=files.last if resume else None)
     return files.best if files.best.exists() else files.last
