@@ -4,7 +4,8 @@ One run measures, on this machine and in this process (``make bench``)::
 
     python -m benchmarks.bench_cube [--lattices 8x8x6,8x8x12,16x16x16] [--steps 4,8,16,32]
         [--batch 64] [--channels 16] [--hidden 64] [--threads N] [--device cpu|cuda|auto]
-        [--compile] [--quick] [--out benchmarks/results.json]
+        [--compile] [--train-run] [--plain-malloc] [--quick] [--out benchmarks/results.json]
+    python -m benchmarks.bench_cube --render-only   # docs/benchmark.md's tables, nothing timed
 
 * **Throughput** (embeddings/s) of inference (eval, ``inference_mode``) and of a training step
   (forward, InfoNCE + cosine loss, backward, AdamW step) for every lattice x steps cell, batch 64,
@@ -43,6 +44,9 @@ Training cells whose activations would not fit in ``--max-train-gib`` are measur
 checkpointing and flagged (``train_checkpointed``). This module is the driver (arguments, the
 ``bench_*`` measurements, ``results.json`` and the plot); the workloads, timers, FLOP/memory
 accounting and the per-cell reference named above are in :mod:`benchmarks.cube_workloads`.
+Everything runs with freed memory kept, as ``cellcube train`` trains (``--plain-malloc``: not).
+The run keeps the other suites' keys of ``results.json``; written to the default path, it also
+renders the tables of ``docs/benchmark.md`` (:mod:`benchmarks.bench_report`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks import bench_report
 from benchmarks.cube_workloads import (
     DIM,
     activation_bytes,
@@ -340,6 +345,19 @@ def machine(device: torch.device) -> dict[str, object]:
     return info
 
 
+OTHER_SUITES = ("bank", "scale")
+"""Keys of ``results.json`` that other benchmarks write (:mod:`benchmarks.bank`,
+:mod:`benchmarks.scale`): kept as they are when this suite rewrites the file."""
+
+
+def other_suites(path: Path) -> dict[str, object]:
+    """The other suites' entries of the results file at ``path`` (none if it does not exist)."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text(encoding="utf-8"))
+    return {k: old[k] for k in OTHER_SUITES if k in old}
+
+
 def _lattice(text: str) -> tuple[int, int, int]:
     x, y, z = (int(v) for v in text.lower().split("x"))
     return x, y, z
@@ -366,9 +384,17 @@ def main() -> None:
         help="leave malloc returning freed memory (cellcube train: train.keep_freed_memory=false)",
     )
     ap.add_argument("--quick", action="store_true", help="small smoke run (tests)")
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only render docs/benchmark.md's tables from benchmarks/results.json and the reruns",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     ap.add_argument("--plot", type=Path, default=Path("benchmarks/memory_vs_steps.png"))
     args = ap.parse_args()
+    if args.render_only:
+        print(f"wrote {bench_report.render()}")
+        return
     with freed_memory_kept(not args.plain_malloc) as kept:  # as `cellcube train` runs
         measure(args, kept)
 
@@ -461,7 +487,9 @@ def measure(args: argparse.Namespace, kept: bool) -> None:
         f"cube {args.memory_lattice}x{args.channels}ch, batch {args.batch} ({device.type})",
         args.plot,
     )
-    write_json(args.out, result)
+    write_json(args.out, {**other_suites(args.out), **result})
+    if args.out.resolve() == bench_report.RESULTS:
+        print(f"wrote {bench_report.render()}")
     print(json.dumps({k: result[k] for k in ("speedup_vs_reference", "flop_efficiency")}, indent=1))
     print(f"wrote {args.out} and {args.plot} in {result['wall_s']:.0f} s")
 

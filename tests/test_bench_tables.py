@@ -4,6 +4,7 @@ missing marker is one clear error; a resumed benchmark skips the runs its file a
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -166,3 +167,36 @@ def test_llm_layers_render_names_the_best_mean_layer(tmp_path: Path) -> None:
     assert "6 of the 30 runs" in text
     assert "| mean | 0.250 | 0.425 | 0.450 |" in text
     assert "Best mean: layer 9 (0.450)." in text  # not layer 6, the best on zaragoza alone
+
+
+def test_cube_suite_tables_come_from_its_results_files(tmp_path: Path) -> None:
+    """``benchmarks.bench_cube --render-only``: the grid, the targets (one column per run, the
+    committed one first) and the context, between their markers, from the files alone."""
+    from benchmarks import bench_report
+
+    results = json.loads(bench_report.RESULTS.read_text())
+    rerun = json.loads(json.dumps(results))
+    rerun["flop_efficiency_wide"]["train"] = 0.123
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "r9.json").write_text(json.dumps(rerun))
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(results))
+    doc = tmp_path / "benchmark.md"
+    doc.write_text(
+        HEAD + "".join(f"{a}\nstale\n{b}\n" for a, b in map(doc_tables.markers, BENCH)) + TAIL
+    )
+    bench_report.render(results_file, folder, doc)
+    first = doc.read_bytes()
+    bench_report.render(results_file, folder, doc)
+    text = doc.read_text()
+    assert doc.read_bytes() == first and "stale" not in text
+    assert text.startswith(HEAD) and text.endswith(TAIL)
+    wide = results["flop_efficiency_wide"]["train"]
+    assert f"(target ≥ 0.5) | {wide:.2f} | 0.12 |" in text
+    infer, train = (results[k]["16x16x16"]["4"] for k in ("inference_emb_per_s", "train_emb_per_s"))
+    assert f"| 16×16×16 (4,096) | 4 | {infer:,.1f} | {train:,.1f} |" in text
+    assert "| committed run | rerun `r9` |" in text
+
+
+BENCH = ("cube-grid", "cube-targets", "cube-context")
