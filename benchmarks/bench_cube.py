@@ -83,6 +83,7 @@ from benchmarks.cube_workloads import (
     train_step_fn,
 )
 from cellcube.config import Config
+from cellcube.errors import CellcubeError
 from cellcube.io import write_json
 from cellcube.models.baselines import build_model
 from cellcube.train.memory import freed_memory_kept
@@ -393,7 +394,10 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=Path("benchmarks/memory_vs_steps.png"))
     args = ap.parse_args()
     if args.render_only:
-        print(f"wrote {bench_report.render()}")
+        try:
+            print(f"wrote {bench_report.render()}")
+        except CellcubeError as exc:
+            raise SystemExit(f"error: {exc}") from None
         return
     with freed_memory_kept(not args.plain_malloc) as kept:  # as `cellcube train` runs
         measure(args, kept)

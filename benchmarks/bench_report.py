@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.doc_tables import render_into
 from benchmarks.study_tables import table
+from cellcube.errors import CellcubeError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmark.md"
@@ -146,14 +147,27 @@ def context_lines(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def read_run(path: Path) -> dict[str, Any]:
+    """One run's results; a missing or unreadable file, or one without this suite's keys,
+    raises :class:`CellcubeError` naming it."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        missing = [k for k in ("inference_emb_per_s", "flop_efficiency_wide") if k not in run]
+    except (OSError, ValueError, TypeError) as exc:
+        raise CellcubeError(f"{path}: no readable cube-suite results ({exc})") from None
+    if missing:
+        raise CellcubeError(f"{path}: not a cube-suite results file (no {missing[0]!r})")
+    return run
+
+
 def reruns(folder: Path = RERUNS) -> list[tuple[str, dict[str, Any]]]:
     """The reruns' results, by file name."""
-    return [(f"rerun `{p.stem}`", json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+    return [(f"rerun `{p.stem}`", read_run(p)) for p in sorted(folder.glob("*.json"))]
 
 
 def render(results: Path = RESULTS, folder: Path = RERUNS, doc: Path = DOC) -> Path:
     """Rewrite the three blocks of ``doc`` from ``results`` and the reruns in ``folder``."""
-    r = json.loads(results.read_text())
+    r = read_run(results)
     note = f"<!-- rendered by `{COMMAND}` from benchmarks/results.json -->"
     runs = [("committed run", r), *reruns(folder)]
     return render_into(

@@ -200,3 +200,19 @@ def test_cube_suite_tables_come_from_its_results_files(tmp_path: Path) -> None:
 
 
 BENCH = ("cube-grid", "cube-targets", "cube-context")
+
+
+@pytest.mark.parametrize(
+    "content", [None, "{", '{"wall_s": 1}'], ids=["missing", "bad-json", "keys"]
+)
+def test_cube_suite_render_names_a_bad_results_file_and_leaves_the_page(tmp_path, content):
+    from benchmarks import bench_report
+
+    results, doc = tmp_path / "results.json", tmp_path / "benchmark.md"
+    if content is not None:
+        results.write_text(content)
+    page = HEAD + "".join(f"{a}\nkept\n{b}\n" for a, b in map(doc_tables.markers, BENCH)) + TAIL
+    doc.write_text(page)
+    with pytest.raises(CellcubeError, match=r"results\.json"):
+        bench_report.render(results, tmp_path, doc)
+    assert doc.read_text() == page
